@@ -1,0 +1,211 @@
+"""Reading the residual stream, and turning contrastive answers into a persona vector.
+
+Layer convention (see ``personalab.models``): index 0 = embeddings, index i = output
+of decoder block i, so every per-layer tensor has ``n_layers + 1`` rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import nnsight
+import torch
+from tqdm.auto import tqdm
+
+from personalab.judges import Judge, JudgeScore
+from personalab.models import d_model, decoder_layers, model_id, n_layers, trace_kwargs
+from personalab.prompting import chat_prompt, generate
+from personalab.traits import Trait
+from personalab.vectors import PersonaVector, choose_layer, layer_diagnostics
+
+
+def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None) -> torch.Tensor:
+    """Residual-stream activations for a (left-padded) batch of prompts, one nnsight trace.
+
+    Returns ``[batch, n_layers + 1, seq, d_model]`` (``upto + 1`` layers if ``upto``
+    is given: the trace then stops after block ``upto`` and skips the rest of the
+    forward pass). Rows are left-padded like the tokenizer pads them.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts:
+        raise ValueError("residual_stream needs at least one prompt")
+    last = n_layers(model) if upto is None else upto
+    blocks = decoder_layers(model)
+    with model.trace(prompts, **trace_kwargs(model)) as tracer:
+        saved = nnsight.save([model.model.embed_tokens.output])
+        for i in range(last):  # modules must be read in forward order
+            saved.append(blocks[i].output)
+        if upto is not None and upto < n_layers(model):
+            tracer.stop()
+    return torch.stack([h.detach() for h in saved], dim=1)
+
+
+# -- contrastive answers ------------------------------------------------------------------
+
+@dataclass
+class ContrastiveSet:
+    """Answers to the same questions under p+ and p-, with their judge scores.
+
+    Row ``k`` of the pos and neg lists is one *pair*: the same question under
+    instruction pair ``instruction[k]``, once eliciting and once suppressing the trait.
+    """
+
+    trait: str
+    questions: list[str]
+    instruction: list[int]
+    prompts_pos: list[str]
+    prompts_neg: list[str]
+    answers_pos: list[str]
+    answers_neg: list[str]
+    scores_pos: list[JudgeScore] = field(default_factory=list)
+    scores_neg: list[JudgeScore] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def trait_scores(self, positive: bool) -> torch.Tensor:
+        """Judged trait scores (NaN where the judge abstained)."""
+        sc = self.scores_pos if positive else self.scores_neg
+        return torch.tensor([float("nan") if s.trait is None else s.trait for s in sc])
+
+
+def generate_contrastive(model, trait: Trait, *, split: str = "extraction", instructions_per_question: int = 1,
+                         max_new_tokens: int = 48, temperature: float = 0.0, seed: int = 0,
+                         batch_size: int = 16) -> ContrastiveSet:
+    """Answer each question under p+ and p- (step 1 of the method).
+
+    With ``instructions_per_question=1`` question ``j`` uses instruction pair ``j % 5``
+    (20 pairs for 20 questions: what fits a laptop); ``5`` uses every pair for every
+    question, as the paper does (100 pairs).
+    """
+    questions = trait.questions[split]
+    if not questions:
+        raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
+    if not 1 <= instructions_per_question <= len(trait.instructions):
+        raise ValueError(f"instructions_per_question must be 1..{len(trait.instructions)}")
+    qs, idx = [], []
+    for j, q in enumerate(questions):
+        for k in range(instructions_per_question):
+            qs.append(q)
+            idx.append((j + k) % len(trait.instructions))
+    tok = model.tokenizer
+    p_pos = [chat_prompt(tok, q, trait.system_prompt(i, True)) for q, i in zip(qs, idx, strict=True)]
+    p_neg = [chat_prompt(tok, q, trait.system_prompt(i, False)) for q, i in zip(qs, idx, strict=True)]
+    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
+    a_pos = generate(model, p_pos, desc=f"{trait.name} p+", **kw)
+    a_neg = generate(model, p_neg, desc=f"{trait.name} p-", **kw)
+    return ContrastiveSet(trait.name, qs, idx, p_pos, p_neg, a_pos, a_neg,
+                          settings={"split": split, "instructions_per_question": instructions_per_question, **kw})
+
+
+def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge) -> ContrastiveSet:
+    """Fill in the judge scores of both sides (step 2 of the method)."""
+    cset.scores_pos = judge.score(trait, cset.questions, cset.answers_pos)
+    cset.scores_neg = judge.score(trait, cset.questions, cset.answers_neg)
+    return cset
+
+
+def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 50,
+                 coherence_min: float = 50) -> list[int]:
+    """Indices of pairs that really differ: pos trait >= pos_min, neg < neg_max, both coherent.
+
+    Raises a ValueError that says what to change when no pair survives, so a persona
+    vector is never averaged over an empty set.
+    """
+    if not cset.scores_pos or not cset.scores_neg:
+        raise ValueError("judge the answers first (judge_contrastive) before filtering")
+
+    def ok(x: float | None, test) -> bool:
+        return x is not None and test(x)
+
+    keep = [k for k, (sp, sn) in enumerate(zip(cset.scores_pos, cset.scores_neg, strict=True))
+            if ok(sp.trait, lambda v: v >= pos_min) and ok(sn.trait, lambda v: v < neg_max)
+            and ok(sp.coherence, lambda v: v >= coherence_min) and ok(sn.coherence, lambda v: v >= coherence_min)]
+    if not keep:
+        pos = cset.trait_scores(True)
+        raise ValueError(
+            f"no pair of {len(cset)} survives the filter (pos trait >= {pos_min}, neg < {neg_max}, "
+            f"coherence >= {coherence_min}); median p+ trait score was {pos.nanmedian().item():.0f}. "
+            "Lower pos_min/coherence_min, use more questions or instructions_per_question=5, "
+            "or pick a trait this model expresses (see chapter 1's effect-size table)."
+        )
+    return keep
+
+
+# -- activations of the answers ----------------------------------------------------------
+
+POOLINGS = ("response", "prompt", "last_prompt")
+
+
+def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
+                       desc: str = "activations") -> dict[str, torch.Tensor]:
+    """Per answer and layer: mean over response tokens, mean over prompt tokens, last prompt token.
+
+    Returns ``{"response" | "prompt" | "last_prompt": [n, n_layers + 1, d_model]}`` and
+    ``"response_norm": [n, n_layers + 1]`` (mean L2 norm of the response tokens, used
+    to express steering strength relative to the residual stream). Each batch is one
+    nnsight trace over the left-padded (prompt + answer) texts.
+    """
+    tok = model.tokenizer
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in (*POOLINGS, "response_norm")}
+    for s in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        ps, ans = list(prompts[s:s + batch_size]), list(answers[s:s + batch_size])
+        full = [p + a for p, a in zip(ps, ans, strict=True)]
+        hs = residual_stream(model, full)  # [b, L+1, seq, d], left-padded
+        seq = hs.shape[2]
+        for i, (p, a) in enumerate(zip(ps, ans, strict=True)):
+            n_total = len(tok(p + a)["input_ids"])
+            n_prompt = len(tok(p)["input_ids"])
+            n_resp = n_total - n_prompt
+            if n_resp <= 0:
+                raise ValueError(f"answer {s + i} is empty after tokenization: nothing to average over")
+            h = hs[i, :, seq - n_total:]  # [L+1, tokens, d] without padding
+            resp = h[:, n_prompt:]
+            out["response"].append(resp.mean(1))
+            out["prompt"].append(h[:, :n_prompt].mean(1))
+            out["last_prompt"].append(h[:, n_prompt - 1])
+            out["response_norm"].append(resp.norm(dim=-1).mean(1))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def mean_difference(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """The persona vector: mean(h+) - mean(h-) over answers, per layer. [n, L+1, d] -> [L+1, d]."""
+    if pos.shape[0] == 0 or neg.shape[0] == 0:
+        raise ValueError("mean_difference needs at least one positive and one negative activation")
+    return pos.mean(0) - neg.mean(0)
+
+
+def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: ContrastiveSet | None = None,
+                           pos_min: float = 50, neg_max: float = 50, coherence_min: float = 50,
+                           pooling: str = "response", **gen_kwargs) -> PersonaVector:
+    """The whole method for one trait: generate, judge, filter, average, subtract.
+
+    Pass ``cset`` to reuse answers already generated (and judged) in a notebook.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if cset is None:
+        cset = generate_contrastive(model, trait, **gen_kwargs)
+    if not cset.scores_pos:
+        judge_contrastive(cset, trait, judge)
+    keep = filter_pairs(cset, pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min)
+    pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
+    acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
+    acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")
+    vec = mean_difference(acts_pos[pooling], acts_neg[pooling])
+    norms = torch.cat([acts_pos["response_norm"], acts_neg["response_norm"]]).mean(0)
+    diag = layer_diagnostics(acts_pos[pooling], acts_neg[pooling])
+    return PersonaVector(
+        vectors=vec,
+        meta=dict(model_id=model_id(model), n_layers=n_layers(model), d_model=d_model(model), trait=trait.name,
+                  method=f"mean_diff/{pooling}", n_pairs=len(cset), n_kept=len(keep),
+                  thresholds=dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min),
+                  settings=cset.settings, residual_norm=[round(x, 4) for x in norms.tolist()],
+                  separation=[round(x, 4) for x in diag["separation"].tolist()],
+                  default_layer=choose_layer(diag)),
+    )

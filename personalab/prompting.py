@@ -1,0 +1,121 @@
+"""Chat prompts and batched generation (greedy or seeded sampling), cached on disk.
+
+Generation runs through nnsight (``model.generate``), so the same call runs locally,
+on a GPU, or remotely on NDIF, and steering/monitoring interventions (see
+``personalab.steering`` and ``personalab.monitoring``) plug into the same pass.
+Results are cached per batch under ``$PERSONALAB_CACHE/generations``, keyed by a hash
+of (model, prompts, settings, active interventions), so re-running a notebook is fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import nnsight
+import torch
+from tqdm.auto import tqdm
+
+from personalab._io import atomic_write_json, read_json, stable_hash
+from personalab.models import model_id, trace_kwargs, writable_cache_root
+
+
+def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
+    """The model's chat template applied to (system, user question), ready for the answer.
+
+    With ``system=None`` the template's own default system prompt is used (SmolLM2
+    inserts "You are a helpful AI assistant named SmolLM, ...").
+    """
+    messages = [{"role": "user", "content": question}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class Intervention(Protocol):
+    """Something that acts inside every generation step (steering adds, monitoring reads)."""
+
+    def cache_key(self) -> object: ...
+
+    def on_step(self, model, step: int) -> None: ...
+
+
+_ACTIVE: dict[int, list[Intervention]] = {}
+
+
+def active_interventions(model) -> list[Intervention]:
+    """Interventions currently switched on for ``model`` (by ``with steer(...)`` blocks)."""
+    return _ACTIVE.setdefault(id(model), [])
+
+
+def _generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict,
+                    extra: Sequence[Intervention]) -> list[str]:
+    """One nnsight generation over a left-padded batch; returns the decoded answers."""
+    hooks = [*active_interventions(model), *extra]
+    tok = model.tokenizer
+    with model.generate(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                        **sampling, **trace_kwargs(model)) as tracer:
+        with tracer.invoke(texts):
+            if hooks:
+                for step in tracer.iter[:]:
+                    for h in hooks:
+                        h.on_step(model, step)
+        with tracer.invoke():  # after an open-ended iter loop: a separate, empty invoke
+            ids = nnsight.save(tracer.result)
+    prompt_len = tok(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+    return tok.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)
+
+
+def generate(
+    model,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 16,
+    cache: bool = True,
+    interventions: Sequence[Intervention] = (),
+    desc: str = "generating",
+    progress: bool = True,
+) -> list[str]:
+    """Answers to already-templated ``prompts`` (see ``chat_prompt``), batch by batch.
+
+    ``temperature=0`` is greedy; otherwise sampling is seeded per batch with
+    ``seed + batch_index`` so results do not depend on what was cached.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("generate() got no prompts")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
+    hooks = [*active_interventions(model), *interventions]
+    uncacheable = any(h.cache_key() is None for h in hooks)
+    root = writable_cache_root() / "generations"
+    answers: list[str] = []
+    batches = range(0, len(prompts), batch_size)
+    for b, start in enumerate(tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False)):
+        texts = prompts[start:start + batch_size]
+        key = stable_hash([model_id(model), texts, max_new_tokens, sampling, seed + b,
+                           [h.cache_key() for h in hooks]])
+        path = root / f"{key}.json"
+        if cache and not uncacheable and path.is_file():
+            try:
+                answers += read_json(path, "generation cache entry")
+                continue
+            except ValueError:
+                pass  # a corrupt entry is regenerated below
+        if sampling["do_sample"]:
+            torch.manual_seed(seed + b)
+        out = _generate_batch(model, texts, max_new_tokens, sampling, interventions)
+        if cache and not uncacheable:
+            atomic_write_json(path, out)
+        answers += out
+    return answers
+
+
+def ask(model, questions: Sequence[str], system: str | None = None, **kwargs) -> list[str]:
+    """Convenience: answer each question under one system prompt."""
+    tok = model.tokenizer
+    return generate(model, [chat_prompt(tok, q, system) for q in questions], **kwargs)

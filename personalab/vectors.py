@@ -1,0 +1,161 @@
+"""PersonaVector: the per-layer direction of a trait, its metadata, and safe storage.
+
+``vectors`` has shape ``[n_layers + 1, d_model]``: row 0 = embeddings, row i = output
+of decoder block i (the convention of ``personalab.models``). Files are safetensors
+(the tensor) plus JSON (the metadata) — never pickle — and loading checks them
+against the model they will be used with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from personalab._io import atomic_write_bytes, atomic_write_json, read_json
+
+REQUIRED_META = ("model_id", "n_layers", "d_model", "trait", "method")
+
+
+class VectorMismatchError(ValueError):
+    """A persona vector does not belong to the model it is used with."""
+
+
+@dataclass
+class PersonaVector:
+    """A trait direction at every layer plus where it came from."""
+
+    vectors: torch.Tensor  # [n_layers + 1, d_model]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be [n_layers + 1, d_model], got shape {tuple(self.vectors.shape)}")
+        if not torch.isfinite(self.vectors).all():
+            raise ValueError("persona vector contains NaN or inf values")
+
+    @property
+    def trait(self) -> str:
+        return self.meta.get("trait", "?")
+
+    @property
+    def n_layers(self) -> int:
+        return self.vectors.shape[0] - 1
+
+    @property
+    def default_layer(self) -> int:
+        return int(self.meta.get("default_layer", self.n_layers // 2))
+
+    def at(self, layer: int) -> torch.Tensor:
+        """The raw difference vector at ``layer`` ([d_model])."""
+        if not 0 <= layer <= self.n_layers:
+            raise IndexError(f"layer {layer} is out of range: this vector has layers 0-{self.n_layers} "
+                             "(0 = embeddings, i = output of block i)")
+        return self.vectors[layer]
+
+    def unit(self, layer: int) -> torch.Tensor:
+        """The unit-length direction at ``layer``."""
+        v = self.at(layer)
+        return v / v.norm().clamp_min(1e-8)
+
+    def residual_norm(self, layer: int) -> float:
+        """Typical residual-stream norm at ``layer`` (measured during extraction)."""
+        norms = self.meta.get("residual_norm")
+        if not norms:
+            raise ValueError("this vector carries no residual_norm metadata: use coef_mode='raw'")
+        return float(norms[layer])
+
+    # -- compatibility -------------------------------------------------------------------
+    def check_model(self, model) -> None:
+        """Raise VectorMismatchError unless this vector was made on ``model``'s architecture."""
+        from personalab.models import d_model, model_id, n_layers
+
+        want = (n_layers(model), d_model(model))
+        have = (self.meta.get("n_layers", self.n_layers), self.meta.get("d_model", self.vectors.shape[1]))
+        if want != have:
+            raise VectorMismatchError(
+                f"the {self.trait!r} vector was made on a model with {have[0]} layers x {have[1]} dims "
+                f"({self.meta.get('model_id', 'unknown model')}), but this model has {want[0]} x {want[1]} "
+                f"({model_id(model)}): extract a new vector on this model"
+            )
+        if self.meta.get("model_id") and self.meta["model_id"] != model_id(model):
+            raise VectorMismatchError(
+                f"the {self.trait!r} vector was made on {self.meta['model_id']!r}, not on {model_id(model)!r}; "
+                "same shape, but directions do not transfer between models: extract a new vector"
+            )
+
+    # -- storage -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.safetensors`` and ``path.json``; returns the stem path."""
+        path = Path(path).with_suffix("")
+        missing = [k for k in REQUIRED_META if k not in self.meta]
+        if missing:
+            raise ValueError(f"cannot save: metadata lacks {missing}")
+        tmp = path.with_name(path.name + ".tmp.safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"vectors": self.vectors.contiguous().float()}, str(tmp))
+        atomic_write_bytes(path.with_suffix(".safetensors"), tmp.read_bytes())
+        tmp.unlink()
+        atomic_write_json(path.with_suffix(".json"), self.meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model=None) -> PersonaVector:
+        """Read a saved vector; with ``model``, also check it belongs to that model."""
+        path = Path(path).with_suffix("")
+        meta = read_json(path.with_suffix(".json"), "persona-vector metadata")
+        tensor_file = path.with_suffix(".safetensors")
+        if not tensor_file.is_file():
+            raise FileNotFoundError(f"persona-vector tensor not found: {tensor_file}")
+        try:
+            vectors = load_file(str(tensor_file))["vectors"]
+        except (SafetensorError, KeyError, OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"persona-vector file {tensor_file} is corrupt or truncated ({err})") from None
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise ValueError(f"persona-vector metadata {path.with_suffix('.json')} lacks {missing}")
+        if vectors.shape != (meta["n_layers"] + 1, meta["d_model"]):
+            raise ValueError(f"{tensor_file}: tensor shape {tuple(vectors.shape)} does not match its metadata "
+                             f"({meta['n_layers'] + 1} x {meta['d_model']})")
+        vec = cls(vectors, meta)
+        if model is not None:
+            vec.check_model(model)
+        return vec
+
+
+# -- which layer? --------------------------------------------------------------------------
+
+def layer_diagnostics(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-layer quality of the difference vector, from pooled activations [n, L+1, d].
+
+    * ``separation``: (mean projection of h+ minus that of h-) on the unit difference
+      vector, over the pooled std of the projections (a Cohen's d per layer);
+    * ``neighbour_cos``: cosine between the vectors of layer i and i-1 (NaN at 0);
+    * ``norm``: length of the raw difference vector.
+    """
+    diff = pos.mean(0) - neg.mean(0)  # [L+1, d]
+    unit = diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    pp = torch.einsum("nld,ld->nl", pos, unit)
+    pn = torch.einsum("nld,ld->nl", neg, unit)
+    pooled = ((pp.var(0, unbiased=True).nan_to_num(0) + pn.var(0, unbiased=True).nan_to_num(0)) / 2).sqrt()
+    sep = (pp.mean(0) - pn.mean(0)) / pooled.clamp_min(1e-6)
+    cos = torch.full((diff.shape[0],), float("nan"))
+    cos[1:] = torch.nn.functional.cosine_similarity(diff[1:], diff[:-1], dim=-1)
+    return {"separation": sep, "neighbour_cos": cos, "norm": diff.norm(dim=-1)}
+
+
+def choose_layer(diag: dict[str, torch.Tensor], lo_frac: float = 0.25, hi_frac: float = 0.8) -> int:
+    """Default layer: the best-separating layer in the middle of the network.
+
+    Early layers carry token identity and the last layers prepare the next token;
+    the paper (and our steering sweeps) find middle layers most useful, so the
+    search is restricted to ``[lo_frac, hi_frac]`` of the depth.
+    """
+    sep = diag["separation"]
+    n = sep.shape[0] - 1
+    lo, hi = max(1, round(lo_frac * n)), max(1, round(hi_frac * n))
+    return int(lo + torch.argmax(sep[lo:hi + 1]).item())
