@@ -285,3 +285,9 @@ _REMOTE: set[int] = set()
 def trace_kwargs(model) -> dict:
     """Keyword arguments every personalab trace passes to nnsight (``remote=True`` on NDIF)."""
     return {"remote": True} if id(model) in _REMOTE else {}
+
+
+def layer_output(model, layer: int):
+    """The nnsight envoy value for ``layer`` under the convention (0 = embeddings)."""
+    check_layer(model, layer)
+    return model.model.embed_tokens.output if layer == 0 else decoder_layers(model)[layer - 1].output

@@ -9,6 +9,7 @@ of (model, prompts, settings, active interventions), so re-running a notebook is
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -33,11 +34,29 @@ def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
 
 
 class Intervention(Protocol):
-    """Something that acts inside every generation step (steering adds, monitoring reads)."""
+    """Something that acts at some layers in every forward step (steering adds, monitoring reads).
+
+    ``cache_key()`` identifies what it does to the output (None = never cache results).
+    """
+
+    layers: tuple[int, ...]
 
     def cache_key(self) -> object: ...
 
-    def on_step(self, model, step: int) -> None: ...
+    def on_layer(self, model, layer: int, step: int) -> None: ...
+
+
+def apply_interventions(model, hooks: Sequence[Intervention], step: int) -> None:
+    """Run ``hooks`` for one forward step, visiting layers in forward order.
+
+    nnsight requires modules to be touched in the order the model runs them, so the
+    hooks are interleaved by layer; at one layer they run in list order (steering
+    first, then anything that reads the steered value).
+    """
+    for layer in sorted({lay for h in hooks for lay in h.layers}):
+        for h in hooks:
+            if layer in h.layers:
+                h.on_layer(model, layer, step)
 
 
 _ACTIVE: dict[int, list[Intervention]] = {}
@@ -53,17 +72,25 @@ def _generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict
     """One nnsight generation over a left-padded batch; returns the decoded answers."""
     hooks = [*active_interventions(model), *extra]
     tok = model.tokenizer
+    with warnings.catch_warnings():
+        # nnsight warns that an open-ended iter loop ends "never reached": expected here.
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        ids = _run_generation(model, texts, max_new_tokens, sampling, hooks)
+    prompt_len = tok(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+    return tok.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)
+
+
+def _run_generation(model, texts, max_new_tokens, sampling, hooks) -> torch.Tensor:
+    tok = model.tokenizer
     with model.generate(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                         **sampling, **trace_kwargs(model)) as tracer:
         with tracer.invoke(texts):
             if hooks:
                 for step in tracer.iter[:]:
-                    for h in hooks:
-                        h.on_step(model, step)
+                    apply_interventions(model, hooks, step)
         with tracer.invoke():  # after an open-ended iter loop: a separate, empty invoke
             ids = nnsight.save(tracer.result)
-    prompt_len = tok(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
-    return tok.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)
+    return ids
 
 
 def generate(

@@ -1,0 +1,94 @@
+"""Steering: add (or subtract) a persona vector to the residual stream while the model runs.
+
+``steer(model, vector, layers, coef)`` returns a context manager; inside it, every
+personalab generation or trace on ``model`` (``generate``, ``ask``, ``logprobs``,
+``capability_score``, ``Monitor``...) runs with ``coef x direction`` added to the
+output of the chosen block(s), at every generation step, through nnsight
+interventions. Negative ``coef`` suppresses the trait.
+
+``coef_mode``:
+  * ``"raw"``: add ``coef * v`` where ``v`` is the raw mean-difference vector at the layer;
+  * ``"norm"``: add ``coef * r * v/|v|`` where ``r`` is the layer's typical residual norm
+    (measured during extraction). Raw difference norms vary ~30x across layers, so
+    "norm" makes one coefficient mean the same push everywhere.
+
+``positions``:
+  * ``"all"``: every position, prompt and answer;
+  * ``"prompt"``: prompt positions only (the prefill step);
+  * ``"response"``: the last prompt position at prefill, then every new token (as the
+    paper's code does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from personalab._io import stable_hash
+from personalab.models import check_layer, layer_output
+from personalab.prompting import active_interventions
+from personalab.vectors import PersonaVector
+
+POSITIONS = ("all", "prompt", "response")
+COEF_MODES = ("raw", "norm")
+
+
+class Steering:
+    """Adds ``coef x direction`` at ``layers`` (see the module docstring). Use via ``steer``."""
+
+    def __init__(self, model, vector: PersonaVector, layers: int | Iterable[int], coef: float,
+                 positions: str = "all", coef_mode: str = "norm"):
+        vector.check_model(model)
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+        if coef_mode not in COEF_MODES:
+            raise ValueError(f"coef_mode must be one of {COEF_MODES}, got {coef_mode!r}")
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef):
+            raise ValueError(f"coef must be a finite number, got {coef!r}")
+        layers = (layers,) if isinstance(layers, int) else tuple(layers)
+        if not layers:
+            raise ValueError("steer() needs at least one layer")
+        self.layers = tuple(check_layer(model, layer, allow_embeddings=False) for layer in layers)
+        self.model, self.vector, self.coef = model, vector, float(coef)
+        self.positions, self.coef_mode = positions, coef_mode
+        self.deltas = {layer: self.delta(layer) for layer in self.layers}
+
+    def delta(self, layer: int) -> torch.Tensor:
+        """The vector added at ``layer`` ([d_model])."""
+        if self.coef_mode == "raw":
+            return self.coef * self.vector.at(layer)
+        return self.coef * self.vector.residual_norm(layer) * self.vector.unit(layer)
+
+    def cache_key(self) -> object:
+        return ["steer", stable_hash(self.vector.vectors.tolist()), self.layers, self.coef,
+                self.positions, self.coef_mode]
+
+    def on_layer(self, model, layer: int, step: int) -> None:
+        out = layer_output(model, layer)
+        d = self.deltas[layer].to(dtype=out.dtype, device=out.device)
+        if self.positions == "all" or (self.positions == "prompt" and step == 0):
+            out[:] += d
+        elif self.positions == "response":
+            if step == 0:
+                out[:, -1] += d
+            else:
+                out[:] += d
+
+    def __enter__(self) -> Steering:
+        active_interventions(self.model).insert(0, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        active_interventions(self.model).remove(self)
+
+    def __repr__(self) -> str:
+        return (f"Steering({self.vector.trait!r}, layers={self.layers}, coef={self.coef}, "
+                f"mode={self.coef_mode!r}, positions={self.positions!r})")
+
+
+def steer(model, vector: PersonaVector, layers: int | Iterable[int], coef: float, *,
+          positions: str = "all", coef_mode: str = "norm") -> Steering:
+    """Steer ``model`` with ``vector`` inside a ``with`` block (see the module docstring)."""
+    return Steering(model, vector, layers, coef, positions, coef_mode)

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from personalab import extraction
+from personalab.judges import JudgeScore
+from personalab.prompting import chat_prompt, generate
+from personalab.traits import Trait
+from tests.helpers import toy_trait_dict
+
+
+class ScriptedJudge:
+    """Scores 'pos' prompts' answers high, others low (the answers are random on a tiny model)."""
+
+    def __init__(self, pos=90, neg=10, coherence=80):
+        self.values = (pos, neg, coherence)
+        self.calls = 0
+
+    def score(self, trait, questions, answers):
+        self.calls += 1
+        t = self.values[0] if self.calls % 2 == 1 else self.values[1]
+        return [JudgeScore(t, self.values[2]) for _ in answers]
+
+
+def _hook_activations(tiny, text):
+    """Reference: all layer outputs via plain forward hooks (embedding + each block)."""
+    hf = tiny._module
+    outs = []
+    hooks = [hf.model.embed_tokens.register_forward_hook(lambda m, i, o: outs.append(o.detach()))]
+    for blk in hf.model.layers:
+        hooks.append(blk.register_forward_hook(lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach())))
+    with torch.no_grad():
+        hf(**tiny.tokenizer(text, return_tensors="pt"))
+    for h in hooks:
+        h.remove()
+    return torch.stack([o[0] for o in outs])  # [L+1, seq, d]
+
+
+def test_answer_activations_match_hooks(tiny):
+    tok = tiny.tokenizer
+    prompts = [chat_prompt(tok, "What is up?", "Be nice."), chat_prompt(tok, "Hi", None)]
+    answers = ["Not much, thanks for asking!", "Hello"]
+    acts = extraction.answer_activations(tiny, prompts, answers, batch_size=2)
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        ref = _hook_activations(tiny, p + a)
+        n_prompt = len(tok(p)["input_ids"])
+        torch.testing.assert_close(acts["response"][i], ref[:, n_prompt:].mean(1), atol=2e-4, rtol=1e-3)
+        torch.testing.assert_close(acts["prompt"][i], ref[:, :n_prompt].mean(1), atol=2e-4, rtol=1e-3)
+        torch.testing.assert_close(acts["last_prompt"][i], ref[:, n_prompt - 1], atol=2e-4, rtol=1e-3)
+    assert acts["response"].shape == (2, 5, 64)
+
+
+def test_mean_difference_and_empty():
+    pos, neg = torch.ones(3, 5, 8), torch.zeros(2, 5, 8)
+    assert torch.equal(extraction.mean_difference(pos, neg), torch.ones(5, 8))
+    with pytest.raises(ValueError, match="at least one"):
+        extraction.mean_difference(pos[:0], neg)
+
+
+def test_pipeline_end_to_end(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())
+    vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4)
+    assert vec.vectors.shape == (5, 64) and torch.isfinite(vec.vectors).all()
+    assert vec.meta["n_kept"] == 3 and vec.meta["n_layers"] == 4 and 1 <= vec.default_layer <= 4
+    assert len(vec.meta["residual_norm"]) == 5
+
+
+def test_filter_that_drops_everything_explains(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())
+    cset = extraction.generate_contrastive(tiny, trait, max_new_tokens=3)
+    extraction.judge_contrastive(cset, trait, ScriptedJudge(pos=40))
+    with pytest.raises(ValueError, match="no pair of 3 survives.*Lower pos_min"):
+        extraction.filter_pairs(cset)
+    assert extraction.filter_pairs(cset, pos_min=30) == [0, 1, 2]
+
+
+def test_empty_question_list(tiny):
+    d = toy_trait_dict()
+    trait = Trait.from_dict(d)
+    trait.questions["extraction"] = []
+    with pytest.raises(ValueError, match="no 'extraction' questions"):
+        extraction.generate_contrastive(tiny, trait)
+
+
+def test_generation_cache_and_seeds(tiny, tmp_cache):
+    tok = tiny.tokenizer
+    prompts = [chat_prompt(tok, q) for q in ("a?", "b?", "c?")]
+    first = generate(tiny, prompts, max_new_tokens=4, batch_size=2)
+    assert len(list((tmp_cache / "generations").glob("*.json"))) == 2
+    assert generate(tiny, prompts, max_new_tokens=4, batch_size=2) == first
+    assert generate(tiny, prompts, max_new_tokens=4, batch_size=2, cache=False) == first
+    s1 = generate(tiny, prompts, max_new_tokens=6, temperature=1.0, seed=3, cache=False)
+    s2 = generate(tiny, prompts, max_new_tokens=6, temperature=1.0, seed=3, cache=False)
+    assert s1 == s2
+    with pytest.raises(ValueError, match="no prompts"):
+        generate(tiny, [])

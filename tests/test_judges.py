@@ -1,0 +1,73 @@
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from personalab.judges import JudgeError, OpenAIJudge, logprob_weighted_score, repetition_rate
+from personalab.traits import Trait
+from tests.helpers import toy_trait_dict
+
+
+def test_logprob_weighted_score():
+    lp = {"80": math.log(0.5), "90": math.log(0.3), "foo": math.log(0.2)}
+    assert logprob_weighted_score(lp) == pytest.approx((80 * 0.5 + 90 * 0.3) / 0.8)
+    assert logprob_weighted_score({"yes": math.log(0.9), "5": math.log(0.1)}) is None
+    assert logprob_weighted_score({"150": 0.0}) is None
+
+
+def test_repetition_rate():
+    assert repetition_rate("aye aye aye aye aye aye") > 0.7
+    assert repetition_rate("the quick brown fox jumps over the lazy dog") == 0.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    mode = "ok"
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if _Handler.mode == "garbage":
+            body = b"<html>oops</html>"
+        elif _Handler.mode == "nologprobs":
+            body = json.dumps({"choices": [{"message": {"content": "7"}}]}).encode()
+        else:
+            top = [{"token": "70", "logprob": math.log(0.6)}, {"token": "80", "logprob": math.log(0.4)}]
+            body = json.dumps({"choices": [{"logprobs": {"content": [{"token": "70", "top_logprobs": top}]}}]}).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture()
+def server():
+    srv = HTTPServer(("127.0.0.1", 0), _Handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def test_openai_judge_against_local_server(server):
+    _Handler.mode = "ok"
+    judge = OpenAIJudge("judge-model", base_url=server, retries=1, backoff_s=0)
+    t = Trait.from_dict(toy_trait_dict())
+    [s] = judge.score(t, ["q"], ["a"])
+    assert s.trait == pytest.approx(74.0) and s.coherence == pytest.approx(74.0)
+
+
+@pytest.mark.parametrize("mode,match", [("garbage", "non-JSON"), ("nologprobs", "without top logprobs")])
+def test_openai_judge_garbage_replies(server, mode, match):
+    _Handler.mode = mode
+    judge = OpenAIJudge("judge-model", base_url=server, retries=2, backoff_s=0)
+    with pytest.raises(JudgeError, match=match):
+        judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])
+
+
+def test_openai_judge_unreachable():
+    judge = OpenAIJudge("m", base_url="http://127.0.0.1:9/v1", retries=2, backoff_s=0)
+    with pytest.raises(JudgeError, match="unreachable"):
+        judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])

