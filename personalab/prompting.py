@@ -67,17 +67,21 @@ def active_interventions(model) -> list[Intervention]:
     return _ACTIVE.setdefault(id(model), [])
 
 
-def _generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict,
-                    extra: Sequence[Intervention]) -> list[str]:
-    """One nnsight generation over a left-padded batch; returns the decoded answers."""
+def generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict | None = None,
+                   extra: Sequence[Intervention] = ()) -> torch.Tensor:
+    """One nnsight generation over a left-padded batch; returns the new token ids [batch, new].
+
+    Rows that finished early are padded with the pad token (decode with
+    ``skip_special_tokens=True``). Active ``steer`` blocks and ``extra`` interventions
+    run at every step.
+    """
     hooks = [*active_interventions(model), *extra]
-    tok = model.tokenizer
     with warnings.catch_warnings():
         # nnsight warns that an open-ended iter loop ends "never reached": expected here.
         warnings.filterwarnings("ignore", message=".*was never reached.*")
-        ids = _run_generation(model, texts, max_new_tokens, sampling, hooks)
-    prompt_len = tok(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
-    return tok.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)
+        ids = _run_generation(model, texts, max_new_tokens, sampling or {"do_sample": False}, hooks)
+    prompt_len = model.tokenizer(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+    return ids[:, prompt_len:]
 
 
 def _run_generation(model, texts, max_new_tokens, sampling, hooks) -> torch.Tensor:
@@ -135,7 +139,8 @@ def generate(
                 pass  # a corrupt entry is regenerated below
         if sampling["do_sample"]:
             torch.manual_seed(seed + b)
-        out = _generate_batch(model, texts, max_new_tokens, sampling, interventions)
+        new_ids = generate_batch(model, texts, max_new_tokens, sampling, interventions)
+        out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
         if cache and not uncacheable:
             atomic_write_json(path, out)
         answers += out
