@@ -1,0 +1,135 @@
+"""``make bench``: measure performance here and merge the chapters' measured results.
+
+Writes ``benchmarks/results.json`` (one JSON object). Performance keys are measured by
+this script; science keys (``judge.*``, ``traits.*``, ``science.*``) come from the
+chapters' last execution (``build/results/*.json``, written by ``make test``/``make
+book``); ``perf.chapter_seconds`` from ``build/chapter_seconds.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import personalab as pl  # noqa: E402
+from personalab.extraction import answer_activations  # noqa: E402
+from personalab.prompting import chat_prompt, generate  # noqa: E402
+from personalab.results import nest  # noqa: E402
+
+QUESTIONS = [f"Tell me one thing about topic number {i} and why it matters." for i in range(100)]
+
+
+def timed(fn, repeats: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_load() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cold = timed(lambda: pl.load_model(cache_dir=tmp))
+        warm = timed(lambda: pl.load_model(cache_dir=tmp), repeats=3)
+    return {"perf.model_load_cold_s": cold, "perf.model_load_warm_s": warm}
+
+
+def bench_extract_vs_hook(model, layer: int = 15, n: int = 32) -> dict:
+    """nnsight trace vs a plain forward hook: layer-``layer`` activations of ``n`` prompts."""
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS[:n]]
+    hf, tok = model._module, model.tokenizer
+
+    def with_nnsight():
+        with model.trace(prompts) as tracer:
+            h = model.model.layers[layer - 1].output.save()
+            tracer.stop()
+        return h
+
+    def with_hook():
+        box = {}
+
+        def hook(mod, inp, out):
+            box["h"] = out
+            raise StopForward
+
+        handle = hf.model.layers[layer - 1].register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                hf(**tok(prompts, return_tensors="pt", padding=True))
+        except StopForward:
+            pass
+        finally:
+            handle.remove()
+        return box["h"]
+
+    assert torch.allclose(with_nnsight(), with_hook(), atol=1e-4)
+    t_nn = timed(with_nnsight, repeats=5)
+    t_hook = timed(with_hook, repeats=5)
+    return {"perf.extract_nnsight_vs_hook": t_nn / t_hook, "perf.extract_nnsight_s": t_nn, "perf.extract_hook_s": t_hook}
+
+
+class StopForward(Exception):
+    """Ends a forward pass early once the hooked layer has run (what tracer.stop() does)."""
+
+
+def bench_generate(model) -> dict:
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
+    out = {}
+    for bs, n in ((1, 4), (16, 32)):
+        t = timed(lambda: generate(model, prompts[:n], max_new_tokens=48, batch_size=bs, cache=False, progress=False))
+        out[f"batch_{bs}"] = n * 48 / t
+    return {"perf.generate_tokens_per_s": out}
+
+
+def bench_extract_100(model) -> dict:
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
+    answers = generate(model, prompts, max_new_tokens=48, batch_size=16, progress=False)
+    return {"perf.extract_100_responses_s": timed(lambda: answer_activations(model, prompts, answers))}
+
+
+def merged_science() -> dict:
+    flat = {}
+    for path in sorted((ROOT / "build" / "results").glob("*.json")):
+        flat.update(json.loads(path.read_text()))
+    secs = ROOT / "build" / "chapter_seconds.json"
+    if secs.is_file():
+        flat["perf.chapter_seconds"] = json.loads(secs.read_text())
+    return flat
+
+
+def main() -> None:
+    os.environ.setdefault("PERSONALAB_THREADS", "1")
+    pl.set_threads()
+    flat: dict = {}
+    flat.update(bench_load())
+    model = pl.load_model()
+    flat.update(bench_extract_vs_hook(model))
+    flat.update(bench_generate(model))
+    flat.update(bench_extract_100(model))
+    science = merged_science()
+    if not science:
+        print("note: no chapter results found in build/results: run `make test` or `make book` first",
+              file=sys.stderr)
+    flat.update(science)
+    flat["meta.threads"] = torch.get_num_threads()
+    flat["meta.measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    out = ROOT / "benchmarks" / "results.json"
+    out.write_text(json.dumps(nest(flat), indent=2, sort_keys=True) + "\n")
+    print(json.dumps({k: v for k, v in flat.items() if k.startswith("perf.")}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

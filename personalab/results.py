@@ -1,0 +1,59 @@
+"""Recording measured results so the book, the benchmarks and the closing notes agree.
+
+A chapter that measures something calls ``record("judge.sad.spearman", 0.81)``; the
+value goes to ``build/results/<chapter>.json`` (or ``$PERSONALAB_RESULTS``), and
+``make bench`` merges those files into ``benchmarks/results.json``. Nothing is typed in
+by hand: every number there was computed by a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from personalab._io import atomic_write_json
+
+RESULTS_DIR = Path(os.environ.get("PERSONALAB_RESULTS", "build/results"))
+
+
+def _clean(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def record(key: str, value, *, source: str = "notebook") -> None:
+    """Store ``value`` under the dotted ``key`` in ``RESULTS_DIR/<source>.json``."""
+    path = _results_dir() / f"{source}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[key] = _clean(value)
+    atomic_write_json(path, data)
+
+
+def _results_dir() -> Path:
+    """The results folder: walks up from the notebook's folder to the repo's ``build/``."""
+    if RESULTS_DIR.is_absolute():
+        return RESULTS_DIR
+    here = Path.cwd()
+    for parent in (here, *here.parents):
+        if (parent / "pyproject.toml").is_file():
+            return parent / RESULTS_DIR
+    return here / RESULTS_DIR
+
+
+def nest(flat: dict) -> dict:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
