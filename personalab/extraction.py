@@ -209,3 +209,43 @@ def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: Contrasti
                   separation=[round(x, 4) for x in diag["separation"].tolist()],
                   default_layer=choose_layer(diag)),
     )
+
+
+def trait_effect_size(model, trait: Trait, judge: Judge, *, split: str = "evaluation",
+                      **gen_kwargs) -> dict:
+    """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers."""
+    from personalab.stats import cohens_d
+
+    cset = judge_contrastive(generate_contrastive(model, trait, split=split, **gen_kwargs), trait, judge)
+    pos, neg = cset.trait_scores(True), cset.trait_scores(False)
+    return {"d": cohens_d(pos, neg), "mean_pos": pos.nanmean().item(), "mean_neg": neg.nanmean().item(),
+            "n": len(cset), "cset": cset}
+
+
+def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cache: bool = True,
+                   **kwargs) -> PersonaVector:
+    """``extract_persona_vector`` with an on-disk cache: what later chapters call.
+
+    The vector is stored under ``$PERSONALAB_CACHE/vectors/`` keyed by (model, trait,
+    settings); a cached file is loaded and checked against the model.
+    """
+    from personalab import traits as traits_mod
+    from personalab._io import stable_hash
+    from personalab.models import writable_cache_root
+
+    trait = traits_mod.load(trait) if isinstance(trait, str) else trait
+    key = stable_hash([model_id(model), trait.to_json(), sorted(kwargs.items()), type(judge).__name__])
+    path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
+    if cache and path.with_suffix(".json").is_file():
+        try:
+            return PersonaVector.load(path, model=model)
+        except ValueError:
+            pass  # corrupt cache entry: extract again
+    if judge is None:
+        from personalab.judges import EmbeddingJudge
+
+        judge = EmbeddingJudge(model)
+    vec = extract_persona_vector(model, trait, judge, **kwargs)
+    if cache:
+        vec.save(path)
+    return vec

@@ -186,27 +186,27 @@ def _embedder():
 
 
 def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> list[float]:
-    """Mean per-token log-probability of each answer given its question (default system prompt)."""
-    from personalab.prompting import chat_prompt
+    """Mean per-token log-probability of each answer after "Question: ...\nAnswer: ".
 
+    A plain-text context (no chat template, no system prompt) keeps this cheap and
+    independent of the persona prompt. Runs the plain (unsteered) model: a judge must
+    not be affected by ``steer`` blocks. Only the answer positions' logits are computed.
+    """
     tok, hf = model.tokenizer, model._module
     out: list[float] = []
     for s in range(0, len(answers), batch_size):
         qs, ans = questions[s:s + batch_size], answers[s:s + batch_size]
-        prompts = [chat_prompt(tok, q) for q in qs]
+        prompts = [f"Question: {q}\nAnswer: " for q in qs]
         full = [p + a for p, a in zip(prompts, ans, strict=True)]
+        n_ans = [len(tok(f)["input_ids"]) - len(tok(p)["input_ids"]) for p, f in zip(prompts, full, strict=True)]
+        keep = max(n_ans) + 1
         enc = tok(full, return_tensors="pt", padding=True)
         with torch.no_grad():
-            logp = torch.log_softmax(hf(**enc).logits[:, :-1].float(), -1)
-        ids = enc["input_ids"][:, 1:]
-        tok_lp = logp.gather(-1, ids[..., None])[..., 0]
-        seq = enc["input_ids"].shape[1]
-        for i, (p, a) in enumerate(zip(prompts, ans, strict=True)):
-            n_ans = len(tok(p + a)["input_ids"]) - len(tok(p)["input_ids"])
-            if n_ans <= 0:
-                out.append(float("-inf"))
-                continue
-            out.append(tok_lp[i, seq - 1 - n_ans:].mean().item())
+            logits = hf(**enc, logits_to_keep=keep).logits[:, :-1].float()  # predicts the last keep-1 tokens
+        targets = enc["input_ids"][:, -(keep - 1):]
+        tok_lp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
+        for i, n in enumerate(n_ans):
+            out.append(tok_lp[i, -n:].mean().item() if n > 0 else float("-inf"))
     return out
 
 
@@ -268,3 +268,33 @@ class EmbeddingJudge:
         t = self.trait_scores(trait, answers)
         c = self.coherence_scores(questions, answers)
         return [JudgeScore(a, b) for a, b in zip(t, c, strict=True)]
+
+
+# -- validating a judge against hand labels ------------------------------------------------
+
+def load_labels(trait_name: str) -> list[dict]:
+    """Hand labels for a built-in trait: ``[{"id", "question", "answer", "label"}]``.
+
+    ``label`` is a 0-100 trait score given by a person reading the answer without
+    knowing which system prompt produced it (see ``data/labels/README.md``).
+    """
+    from importlib import resources
+
+    path = resources.files("personalab") / "data" / "labels" / f"{trait_name}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no hand labels for trait {trait_name!r}")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def judge_agreement(judge: Judge, trait: Trait) -> dict:
+    """Spearman correlation between the judge's trait scores and the hand labels."""
+    from personalab.stats import spearman
+
+    rows = load_labels(trait.name)
+    if hasattr(judge, "trait_scores"):  # skip coherence: the labels are about the trait only
+        got = judge.trait_scores(trait, [r["answer"] for r in rows])
+    else:
+        scores = judge.score(trait, [r["question"] for r in rows], [r["answer"] for r in rows])
+        got = [float("nan") if s.trait is None else s.trait for s in scores]
+    labels = [r["label"] for r in rows]
+    return {"spearman": spearman(got, labels), "n": len(rows), "scores": got, "labels": labels}

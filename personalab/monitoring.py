@@ -21,6 +21,7 @@ import torch
 from personalab.extraction import residual_stream
 from personalab.models import check_layer, layer_output
 from personalab.prompting import generate_batch
+from personalab.stats import pearson_r  # noqa: F401  (re-exported for the chapter)
 from personalab.vectors import PersonaVector, VectorMismatchError
 
 
@@ -40,16 +41,6 @@ def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector,
         hs = residual_stream(model, list(prompts[s:s + batch_size]), upto=layer)  # left-padded
         out.append(project(hs[:, layer, -1], vector.at(layer)))
     return torch.cat(out)
-
-
-def pearson_r(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor) -> float:
-    """Pearson correlation of two equal-length sequences (NaN if either is constant)."""
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    if x.shape != y.shape or x.numel() < 2:
-        raise ValueError(f"pearson_r needs two sequences of equal length >= 2, got {x.shape} and {y.shape}")
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = xc.norm() * yc.norm()
-    return float("nan") if denom == 0 else float((xc @ yc) / denom)
 
 
 @dataclass

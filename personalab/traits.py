@@ -31,6 +31,7 @@ from pathlib import Path
 N_INSTRUCTIONS = 5
 N_QUESTIONS = 20
 N_GRADED = 8
+_SILENT_H = ("honest", "hour", "honor", "honour", "heir")
 
 
 class TraitError(ValueError):
@@ -55,7 +56,7 @@ class Trait:
     def system_prompt(self, i: int, positive: bool) -> str:
         """p+ (``positive=True``) or p- for instruction pair ``i``."""
         word = self.adjective if positive else self.antonym
-        article = "an" if word[:1].lower() in "aeiou" else "a"
+        article = "an" if word[:1].lower() in "aeiou" or word.lower().startswith(_SILENT_H) else "a"
         instr = self.instructions[i]["pos" if positive else "neg"]
         return f"You are {article} {word} assistant. {instr}"
 

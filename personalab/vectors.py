@@ -159,3 +159,25 @@ def choose_layer(diag: dict[str, torch.Tensor], lo_frac: float = 0.25, hi_frac: 
     n = sep.shape[0] - 1
     lo, hi = max(1, round(lo_frac * n)), max(1, round(hi_frac * n))
     return int(lo + torch.argmax(sep[lo:hi + 1]).item())
+
+
+def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, list[str]]:
+    """Tokens a direction promotes and suppresses, read through the unembedding.
+
+    Multiplies by the final norm's gain and the unembedding matrix (the logit lens
+    applied to a direction rather than to an activation).
+    """
+    hf = model._module
+    gain = getattr(hf.model.norm, "weight", None)
+    d = direction.float() * (gain.detach().float() if gain is not None else 1.0)
+    logits = hf.lm_head.weight.detach().float() @ d  # [vocab]
+    tok = model.tokenizer
+    top = torch.topk(logits, k).indices.tolist()
+    bottom = torch.topk(-logits, k).indices.tolist()
+    return {"promotes": [tok.decode([i]) for i in top], "suppresses": [tok.decode([i]) for i in bottom]}
+
+
+def cosine_matrix(vectors: list[PersonaVector], layer: int) -> torch.Tensor:
+    """Cosine similarity between several traits' directions at one layer ([n, n])."""
+    units = torch.stack([v.unit(layer) for v in vectors])
+    return units @ units.T

@@ -1,0 +1,251 @@
+"""Every nnsight idiom chapter 0 teaches, checked against plain PyTorch forward hooks.
+
+All tests run on the tiny random Llama (``personalab.tiny_model``): the reference for each
+idiom is the same computation done with ``register_forward_hook`` on the underlying Hugging
+Face model (``model._module``), so a change in nnsight's semantics shows up here first.
+"""
+
+import matplotlib
+import pytest
+import torch
+from nnsight.intervention.interleaver import OutOfOrderError
+
+from personalab import lens, plotting
+from personalab.extraction import residual_stream
+
+PROMPT = "The cat sat on the mat"
+BATCH = ["Hello", "Persona vectors live in the residual stream of a chat model."]
+ATOL = 1e-5
+
+
+def _out(o):
+    return o if torch.is_tensor(o) else o[0]
+
+
+def hook_outputs(model, texts, modules, edit=None):
+    """Run the HF model on ``texts`` (a left-padded batch) and record ``modules``' outputs.
+
+    ``edit`` maps a module to a function applied to its output (a forward hook that edits).
+    Returns (recorded outputs in forward order, logits, attention mask).
+    """
+    hf = model._module
+    enc = model.tokenizer(texts, return_tensors="pt", padding=True)
+    seen = []
+    handles = [m.register_forward_hook(lambda mod, i, o: seen.append(_out(o).detach().clone())) for m in modules]
+    for mod, fn in (edit or {}).items():
+        handles.append(mod.register_forward_hook(
+            lambda m, i, o, fn=fn: fn(o) if torch.is_tensor(o) else (fn(o[0]), *o[1:])))
+    try:
+        with torch.no_grad():
+            logits = hf(**enc).logits
+    finally:
+        for h in handles:
+            h.remove()
+    return seen, logits, enc["attention_mask"]
+
+
+# --- reading activations -------------------------------------------------------------------
+
+
+def test_save_block_output_single_prompt(tiny):
+    with tiny.trace(PROMPT):
+        out = tiny.model.layers[1].output.save()
+    (ref,), _, _ = hook_outputs(tiny, PROMPT, [tiny._module.model.layers[1]])
+    assert torch.is_tensor(out) and out.shape == ref.shape == (1, len(tiny.tokenizer(PROMPT)["input_ids"]), 64)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+def test_save_embeddings_output(tiny):
+    with tiny.trace(PROMPT):
+        emb = tiny.model.embed_tokens.output.save()
+    (ref,), _, _ = hook_outputs(tiny, PROMPT, [tiny._module.model.embed_tokens])
+    torch.testing.assert_close(emb, ref, atol=0, rtol=0)
+
+
+def test_padded_batch_via_trace_list(tiny):
+    with tiny.trace(BATCH):
+        out = tiny.model.layers[2].output.save()
+    (ref,), _, mask = hook_outputs(tiny, BATCH, [tiny._module.model.layers[2]])
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)  # same padded batch: same numbers
+    assert mask[0, 0] == 0 and mask[0, -1] == 1  # left padding: the short prompt's pads come first
+    for i, text in enumerate(BATCH):  # non-pad tokens agree with an unbatched run, up to float noise
+        (alone,), _, _ = hook_outputs(tiny, text, [tiny._module.model.layers[2]])
+        n = alone.shape[1]
+        torch.testing.assert_close(out[i, -n:], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_padded_batch_via_invokers(tiny):
+    saved = []  # created outside the trace: a list created inside would not exist after it
+    with tiny.trace() as tracer:
+        for text in BATCH:
+            with tracer.invoke(text):
+                saved.append(tiny.model.layers[2].output.save())
+    (ref,), _, _ = hook_outputs(tiny, BATCH, [tiny._module.model.layers[2]])
+    assert [s.shape[0] for s in saved] == [1, 1]
+    for i, s in enumerate(saved):  # each invoke sees its own row of the padded batch
+        torch.testing.assert_close(s[0], ref[i], atol=ATOL, rtol=0)
+
+
+def test_unsaved_values_do_not_leave_the_block(tiny):
+    def forgot_save():
+        with tiny.trace(PROMPT):
+            out = tiny.model.layers[0].output  # noqa: F841
+        return out  # noqa: F821
+
+    with pytest.raises(UnboundLocalError):
+        forgot_save()
+
+
+def test_out_of_order_access_raises(tiny):
+    with pytest.raises(OutOfOrderError, match="already ran past"):
+        with tiny.trace(PROMPT):
+            tiny.model.layers[2].output.save()
+            tiny.model.layers[1].output.save()
+
+
+def test_stop_ends_the_forward_early(tiny):
+    calls = []
+    handle = tiny._module.model.layers[-1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with tiny.trace(PROMPT) as tracer:
+            out = tiny.model.layers[0].output.save()
+            tracer.stop()
+    finally:
+        handle.remove()
+    assert calls == []  # the last block never ran
+    (ref,), _, _ = hook_outputs(tiny, PROMPT, [tiny._module.model.layers[0]])
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+def test_residual_stream_vs_output_hidden_states(tiny):
+    hs = residual_stream(tiny, BATCH)  # [batch, L+1, seq, d]
+    enc = tiny.tokenizer(BATCH, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        hf_states = tiny._module(**enc, output_hidden_states=True).hidden_states
+    assert hs.shape[1] == len(hf_states) == 5
+    for i in range(4):  # embeddings and blocks 1..3: identical conventions
+        torch.testing.assert_close(hs[:, i], hf_states[i], atol=ATOL, rtol=0)
+    blocks, _, _ = hook_outputs(tiny, BATCH, list(tiny._module.model.layers))
+    torch.testing.assert_close(hs[:, -1], blocks[-1], atol=ATOL, rtol=0)  # ours: before the final norm
+    assert not torch.allclose(hs[:, -1], hf_states[-1], atol=1e-3)  # HF's: after it
+    with torch.no_grad():
+        torch.testing.assert_close(tiny._module.model.norm(hs[:, -1]), hf_states[-1], atol=ATOL, rtol=0)
+
+
+# --- editing activations ------------------------------------------------------------------
+
+
+def test_in_place_edit_changes_saved_reference_and_clone_fixes_it(tiny):
+    with tiny.trace(PROMPT):
+        clean = tiny.model.layers[1].output.clone().save()
+    with tiny.trace(PROMPT):
+        ref = tiny.model.layers[1].output.save()
+        tiny.model.layers[1].output[:] += 1.0
+    torch.testing.assert_close(ref, clean + 1.0)  # the saved tensor saw the later edit
+    with tiny.trace(PROMPT):
+        copy = tiny.model.layers[1].output.clone().save()
+        tiny.model.layers[1].output[:] += 1.0
+    torch.testing.assert_close(copy, clean, atol=0, rtol=0)
+
+
+def test_adding_a_vector_matches_a_hook(tiny):
+    torch.manual_seed(0)
+    v = 2.0 * torch.randn(64)
+    with tiny.trace(PROMPT):
+        tiny.model.layers[1].output[:] += v
+        logits = tiny.lm_head.output.save()
+    block = tiny._module.model.layers[1]
+    _, ref, _ = hook_outputs(tiny, PROMPT, [], edit={block: lambda o: o + v})
+    _, clean, _ = hook_outputs(tiny, PROMPT, [])
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
+    assert (logits - clean).abs().max() > 1e-2  # the edit really changed the output
+
+
+# --- generation ----------------------------------------------------------------------------
+
+
+def _hf_generate(model, texts, n, edit=None):
+    hf, tok = model._module, model.tokenizer
+    enc = tok(texts, return_tensors="pt", padding=True)
+    handles = [mod.register_forward_hook(lambda m, i, o, fn=fn: fn(o) if torch.is_tensor(o) else (fn(o[0]), *o[1:]))
+               for mod, fn in (edit or {}).items()]
+    try:
+        with torch.no_grad():
+            return hf.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_tracer_result_equals_hf_generate(tiny):
+    with tiny.generate(BATCH, max_new_tokens=6, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id) as tracer:
+        ids = tracer.result.save()
+    torch.testing.assert_close(ids, _hf_generate(tiny, BATCH, 6), atol=0, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")
+def test_steering_every_generated_token_matches_a_hook(tiny):
+    torch.manual_seed(1)
+    v = 3.0 * torch.randn(64)
+    steps = []
+    with tiny.generate(max_new_tokens=6, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id) as tracer:
+        with tracer.invoke(BATCH):
+            for step in tracer.iter[:]:
+                tiny.model.layers[1].output[:] += v
+                steps.append(step)
+        with tracer.invoke():  # after an open-ended iter loop: a separate, empty invoke
+            ids = tracer.result.save()
+    block = tiny._module.model.layers[1]
+    ref = _hf_generate(tiny, BATCH, 6, edit={block: lambda o: o + v})
+    torch.testing.assert_close(ids, ref, atol=0, rtol=0)
+    assert not torch.equal(ref, _hf_generate(tiny, BATCH, 6))  # steering changed the tokens
+    assert steps == list(range(6))  # one step per forward pass: the prompt, then each new token
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")
+def test_code_after_open_ended_iter_in_same_invoke_does_not_run(tiny):
+    ran = []
+    with tiny.generate(max_new_tokens=3, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id) as tracer:
+        with tracer.invoke(PROMPT):
+            for _ in tracer.iter[:]:
+                tiny.model.layers[0].output[:] += 0.0
+            ran.append("after the loop")
+    assert ran == []
+
+
+# --- the logit lens ------------------------------------------------------------------------
+
+
+def test_logit_lens_last_layer_is_the_models_own_prediction(tiny):
+    result = lens.logit_lens(tiny, PROMPT)
+    n = len(tiny.tokenizer(PROMPT)["input_ids"])
+    assert result.probs.shape == result.top_probs.shape == (5, n)
+    assert len(result.top_tokens) == 5 and len(result.input_tokens) == len(result.final_tokens) == n
+    _, logits, _ = hook_outputs(tiny, PROMPT, [])
+    probs = logits[0].softmax(-1)  # [seq, vocab]
+    torch.testing.assert_close(result.probs[-1], probs.max(-1).values, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(result.top_probs[-1], result.probs[-1], atol=0, rtol=0)
+    want = [tiny.tokenizer.decode([i]) for i in probs.argmax(-1).tolist()]
+    assert result.final_tokens == result.top_tokens[-1] == want
+    with torch.no_grad():
+        torch.testing.assert_close(lens.lens_logits(tiny, residual_stream(tiny, PROMPT)[0, -1]), logits[0],
+                                   atol=1e-4, rtol=0)
+
+
+def test_residual_norms_match_hooks(tiny):
+    mods = [tiny._module.model.embed_tokens, *tiny._module.model.layers]
+    outs, _, _ = hook_outputs(tiny, PROMPT, mods)
+    want = torch.stack([o[0].norm(dim=-1).mean() for o in outs])
+    torch.testing.assert_close(lens.residual_norms(tiny, PROMPT), want, atol=1e-4, rtol=1e-5)
+    skip = torch.stack([o[0, 1:].norm(dim=-1).mean() for o in outs])
+    torch.testing.assert_close(lens.residual_norms(tiny, PROMPT, skip_first=True), skip, atol=1e-4, rtol=1e-5)
+
+
+def test_lens_plots_return_figures(tiny):
+    fig = plotting.plot_residual_norms(lens.residual_norms(tiny, PROMPT), label="all", log=True)
+    plotting.plot_residual_norms(lens.residual_norms(tiny, PROMPT, skip_first=True), ax=fig.axes[0], label="skip")
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes[0].lines) == 2
+    fig2 = plotting.plot_logit_lens(lens.logit_lens(tiny, "Hi $x$\nthere"), layers=[0, 2, 4])
+    assert isinstance(fig2, matplotlib.figure.Figure)
+    fig2.canvas.draw()  # labels with '$' and newlines must render
+    matplotlib.pyplot.close("all")
