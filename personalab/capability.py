@@ -55,31 +55,42 @@ def sequence_logits(model, texts: Sequence[str]) -> torch.Tensor:
     return logits.detach().float()
 
 
-def choice_logprobs(model, prompt: str, choices: Sequence[str]) -> torch.Tensor:
-    """Total log-probability of each choice's tokens after ``prompt`` ([n_choices])."""
+def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[str]],
+                    batch_size: int = 48) -> list[torch.Tensor]:
+    """Total log-probability of each choice's tokens after its prompt.
+
+    Every (prompt, choice) pair becomes one text; the texts are scored in left-padded
+    batches. Returns one tensor of choice log-probs per prompt.
+    """
     tok = model.tokenizer
-    texts = [prompt + " " + c for c in choices]
-    logp = torch.log_softmax(sequence_logits(model, texts), -1)
-    enc = tok(texts, return_tensors="pt", padding=True)
-    n_prompt = len(tok(prompt)["input_ids"])
-    seq = enc["input_ids"].shape[1]
-    out = []
-    for i, text in enumerate(texts):
-        n = len(tok(text)["input_ids"])
-        ids = enc["input_ids"][i, seq - n + n_prompt:]
-        lp = logp[i, seq - n + n_prompt - 1: seq - 1].gather(-1, ids[:, None])[:, 0]
-        out.append(lp.sum())
-    return torch.stack(out)
+    texts, spans = [], []
+    for p, cs in zip(prompts, choices, strict=True):
+        n_prompt = len(tok(p)["input_ids"])
+        for c in cs:
+            t = p + " " + c
+            texts.append(t)
+            spans.append((n_prompt, len(tok(t)["input_ids"])))
+    scores = []
+    for s in range(0, len(texts), batch_size):
+        batch = texts[s:s + batch_size]
+        logits = sequence_logits(model, batch)
+        ids = tok(batch, return_tensors="pt", padding=True)["input_ids"]
+        seq = ids.shape[1]
+        logp = logits.gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)  # [b, seq-1]
+        for i, (n_prompt, n) in enumerate(spans[s:s + batch_size]):
+            scores.append(logp[i, seq - n + n_prompt - 1:].sum())
+    out, k = [], 0
+    for cs in choices:
+        out.append(torch.stack(scores[k:k + len(cs)]))
+        k += len(cs)
+    return out
 
 
 def capability_score(model, items: Sequence[Item] | None = None) -> float:
     """Accuracy (0-1) on the capability items, scored by log-probability."""
     items = list(items) if items is not None else load_items()
-    correct = 0
-    for it in items:
-        lp = choice_logprobs(model, f"Question: {it.question}\nAnswer:", it.choices)
-        correct += int(lp.argmax().item() == it.answer)
-    return correct / len(items)
+    lps = choice_logprobs(model, [f"Question: {it.question}\nAnswer:" for it in items], [it.choices for it in items])
+    return sum(int(lp.argmax().item() == it.answer) for lp, it in zip(lps, items, strict=True)) / len(items)
 
 
 def neutral_kl(model, reference_logits: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:

@@ -92,3 +92,69 @@ def steer(model, vector: PersonaVector, layers: int | Iterable[int], coef: float
           positions: str = "all", coef_mode: str = "norm") -> Steering:
     """Steer ``model`` with ``vector`` inside a ``with`` block (see the module docstring)."""
     return Steering(model, vector, layers, coef, positions, coef_mode)
+
+
+# -- sweeps: what steering buys and what it costs ---------------------------------------------
+
+def steered_answers(model, vector: PersonaVector, questions: list[str], layer: int, coef: float, *,
+                    system: str | None = None, max_new_tokens: int = 48, positions: str = "all",
+                    coef_mode: str = "norm") -> list[str]:
+    """Greedy answers to ``questions`` under ``system`` while steering at one layer."""
+    from personalab.prompting import ask
+
+    if coef == 0:
+        return ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
+    with steer(model, vector, layer, coef, positions=positions, coef_mode=coef_mode):
+        return ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
+
+
+def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], coefs: Iterable[float],
+          questions: list[str] | None = None, system: str | None = None, capability: bool = False,
+          max_new_tokens: int = 48, coef_mode: str = "norm", progress: bool = True) -> list[dict]:
+    """Layer x coefficient grid: judged trait, coherence, repetition (and capability) per point.
+
+    Every row: ``{layer, coef, trait, coherence, repetition, capability, answers}``;
+    trait/coherence are means over ``questions`` (the trait's evaluation questions by
+    default), repetition is the mean share of repeated word 3-grams, capability the
+    accuracy on the capability items under the same steering (None unless asked).
+    """
+    from tqdm.auto import tqdm
+
+    from personalab.capability import capability_score
+    from personalab.judges import repetition_rate
+
+    questions = questions or trait.evaluation_questions
+    grid = [(layer, c) for layer in layers for c in coefs]
+    rows = []
+    base_cap = None
+    for layer, c in tqdm(grid, desc=f"sweep {trait.name}", disable=not progress):
+        answers = steered_answers(model, vector, questions, layer, c, system=system,
+                                  max_new_tokens=max_new_tokens, coef_mode=coef_mode)
+        scores = judge.score(trait, questions, answers)
+        cap = None
+        if capability:
+            if c == 0:
+                base_cap = base_cap if base_cap is not None else capability_score(model)
+                cap = base_cap
+            else:
+                with steer(model, vector, layer, c, coef_mode=coef_mode):
+                    cap = capability_score(model)
+        rows.append({
+            "layer": layer, "coef": c,
+            "trait": _mean([s.trait for s in scores]),
+            "coherence": _mean([s.coherence for s in scores]),
+            "repetition": _mean([repetition_rate(a) for a in answers]),
+            "capability": cap, "answers": answers,
+        })
+    return rows
+
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def best_setting(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict | None:
+    """The coherent point (coherence >= min, repetition <= max) with the largest trait score."""
+    ok = [r for r in rows if r["coherence"] >= min_coherence and r["repetition"] <= max_repetition]
+    return max(ok, key=lambda r: r["trait"]) if ok else None
