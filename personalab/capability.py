@@ -86,11 +86,24 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
     return out
 
 
+_UNSTEERED: dict[tuple, float] = {}
+
+
 def capability_score(model, items: Sequence[Item] | None = None) -> float:
-    """Accuracy (0-1) on the capability items, scored by log-probability."""
+    """Accuracy (0-1) on the capability items, scored by log-probability.
+
+    The unsteered score of a model is computed once per process and remembered.
+    """
     items = list(items) if items is not None else load_items()
+    key = (id(model), tuple(it.id for it in items))
+    steered = bool(active_interventions(model))
+    if not steered and key in _UNSTEERED:
+        return _UNSTEERED[key]
     lps = choice_logprobs(model, [f"Question: {it.question}\nAnswer:" for it in items], [it.choices for it in items])
-    return sum(int(lp.argmax().item() == it.answer) for lp, it in zip(lps, items, strict=True)) / len(items)
+    acc = sum(int(lp.argmax().item() == it.answer) for lp, it in zip(lps, items, strict=True)) / len(items)
+    if not steered:
+        _UNSTEERED[key] = acc
+    return acc
 
 
 def neutral_kl(model, reference_logits: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:

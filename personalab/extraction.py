@@ -101,10 +101,19 @@ def generate_contrastive(model, trait: Trait, *, split: str = "extraction", inst
                           settings={"split": split, "instructions_per_question": instructions_per_question, **kw})
 
 
-def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge) -> ContrastiveSet:
-    """Fill in the judge scores of both sides (step 2 of the method)."""
-    cset.scores_pos = judge.score(trait, cset.questions, cset.answers_pos)
-    cset.scores_neg = judge.score(trait, cset.questions, cset.answers_neg)
+def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge, *,
+                      coherence: bool = True) -> ContrastiveSet:
+    """Fill in the judge scores of both sides (step 2 of the method).
+
+    ``coherence=False`` skips the coherence half where the judge allows it (the
+    ``EmbeddingJudge`` then only embeds, which is much cheaper than scoring fluency).
+    """
+    def run(answers):
+        if not coherence and hasattr(judge, "trait_scores"):
+            return [JudgeScore(t, None) for t in judge.trait_scores(trait, answers)]
+        return judge.score(trait, cset.questions, answers)
+
+    cset.scores_pos, cset.scores_neg = run(cset.answers_pos), run(cset.answers_neg)
     return cset
 
 
@@ -216,7 +225,8 @@ def trait_effect_size(model, trait: Trait, judge: Judge, *, split: str = "evalua
     """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers."""
     from personalab.stats import cohens_d
 
-    cset = judge_contrastive(generate_contrastive(model, trait, split=split, **gen_kwargs), trait, judge)
+    cset = judge_contrastive(generate_contrastive(model, trait, split=split, **gen_kwargs), trait, judge,
+                             coherence=False)
     pos, neg = cset.trait_scores(True), cset.trait_scores(False)
     return {"d": cohens_d(pos, neg), "mean_pos": pos.nanmean().item(), "mean_neg": neg.nanmean().item(),
             "n": len(cset), "cset": cset}

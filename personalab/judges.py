@@ -231,6 +231,7 @@ class EmbeddingJudge:
         return self._emb.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
 
     def _head(self, trait: Trait):
+        """Fit (once per trait) the exemplar classifier and its calibration."""
         if trait.name not in self._heads:
             from sklearn.linear_model import LogisticRegression
 
@@ -240,13 +241,23 @@ class EmbeddingJudge:
                                  "'exemplars': {'pos': [...], 'neg': [...]} in the trait JSON")
             x = self.embed(ex["pos"] + ex["neg"])
             y = [1] * len(ex["pos"]) + [0] * len(ex["neg"])
-            self._heads[trait.name] = LogisticRegression(C=self.C, max_iter=1000).fit(x, y)
+            clf = LogisticRegression(C=self.C, max_iter=1000).fit(x, y)
+            f = clf.decision_function(x)
+            f_pos, f_neg = f[: len(ex["pos"])].mean(), f[len(ex["pos"]):].mean()
+            self._heads[trait.name] = (clf, (f_pos + f_neg) / 2, max((f_pos - f_neg) / 2, 1e-6))
         return self._heads[trait.name]
 
     def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
-        """P(trait) from the exemplar classifier, times 100."""
-        probs = self._head(trait).predict_proba(self.embed(answers))[:, 1]
-        return [float(100 * p) for p in probs]
+        """Calibrated trait score 0-100 from the exemplar classifier.
+
+        The classifier's decision value is rescaled so that the average trait exemplar
+        scores 90, the average non-trait exemplar 10, and the midpoint between them 50.
+        """
+        import numpy as np
+
+        clf, mid, half = self._head(trait)
+        z = (clf.decision_function(self.embed(answers)) - mid) / half
+        return [float(v) for v in 100 / (1 + np.exp(-2.197 * z))]
 
     def coherence_scores(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         """Fluency (log-prob) x (1 - repetition), 0-100; empty answers score 0."""

@@ -6,7 +6,11 @@
 * ``Monitor``: records every generated token's projection *in the same forward pass*
   as the generation (an nnsight read inside the generation loop, no second pass),
   renders a token heatmap, and calls ``on_alert`` when a rolling mean crosses a
-  threshold.
+  threshold (``first_alert``).
+* ``prediction_experiment``: the paper's test of the first point — graded system
+  prompts x questions, last-prompt projection against the judged trait of the answer —
+  with ``r_by_layer`` to repeat it at other layers and ``response_threshold`` to pick a
+  Monitor threshold from measured answers.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from personalab.extraction import residual_stream
+from personalab.extraction import answer_activations, residual_stream
+from personalab.judges import Judge
 from personalab.models import check_layer, layer_output
-from personalab.prompting import generate_batch
-from personalab.stats import pearson_r  # noqa: F401  (re-exported for the chapter)
+from personalab.prompting import chat_prompt, generate, generate_batch
+from personalab.stats import pearson_r
+from personalab.traits import Trait
 from personalab.vectors import PersonaVector, VectorMismatchError
 
 
@@ -41,6 +47,121 @@ def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector,
         hs = residual_stream(model, list(prompts[s:s + batch_size]), upto=layer)  # left-padded
         out.append(project(hs[:, layer, -1], vector.at(layer)))
     return torch.cat(out)
+
+
+def prompt_projections(model, prompts: Sequence[str], vector: PersonaVector, layers: Sequence[int],
+                       batch_size: int = 16) -> torch.Tensor:
+    """``last_prompt_projection`` at several layers from one pass per batch: ``[n, len(layers)]``."""
+    vector.check_model(model)
+    layers = [check_layer(model, lay) for lay in layers]
+    if not layers:
+        raise ValueError("prompt_projections needs at least one layer")
+    units = torch.stack([vector.unit(lay) for lay in layers])  # [n_layers_asked, d]
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        hs = residual_stream(model, list(prompts[s:s + batch_size]), upto=max(layers))  # [b, L+1, seq, d]
+        last = hs[:, layers, -1].float()  # [b, n_layers_asked, d]
+        out.append(torch.einsum("bld,ld->bl", last, units.float()))
+    return torch.cat(out)
+
+
+def first_alert(projections: Sequence[float] | torch.Tensor, threshold: float, window: int = 4) -> int | None:
+    """First token index whose rolling mean (last ``window`` values, fewer at the start) exceeds ``threshold``."""
+    x = torch.as_tensor(projections, dtype=torch.float64).flatten()
+    for t in range(len(x)):
+        if x[max(0, t - window + 1): t + 1].mean().item() > threshold:
+            return t
+    return None
+
+
+def _pearson_finite(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson r over the pairs where both values are finite (a judge may abstain: NaN)."""
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if math.isfinite(a) and math.isfinite(b)]
+    return pearson_r([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 2 else math.nan
+
+
+def _per_prompt_means(levels: Sequence[int], values: Sequence[float]) -> list[float]:
+    """Mean of ``values`` per graded-prompt level (NaNs ignored), in level order."""
+    out = []
+    for lev in sorted(set(levels)):
+        vs = [v for lv, v in zip(levels, values, strict=True) if lv == lev and math.isfinite(v)]
+        out.append(sum(vs) / len(vs) if vs else math.nan)
+    return out
+
+
+def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judge: Judge, layer: int, *,
+                          n_questions: int = 10, max_new_tokens: int = 48) -> dict:
+    """Does the last prompt token's projection predict the trait of the answer?
+
+    For each of the trait's 8 graded system prompts (0 = suppressing ... 7 = eliciting)
+    and its first ``n_questions`` evaluation questions: the projection of the last
+    prompt token at ``layer`` on the unit vector, and the judged trait score of the
+    greedy answer. Returns per-sample lists (``levels``, ``questions``, ``prompts``,
+    ``answers``, ``projections``, ``scores``, ``coherence``), per-prompt means
+    (``prompt_projection``, ``prompt_score``), ``r_per_sample`` and ``r_per_prompt``
+    (Pearson), ``layer``, ``trait`` and ``n``.
+    """
+    from personalab import traits as traits_mod
+
+    trait = traits_mod.load(trait) if isinstance(trait, str) else trait
+    if not trait.graded_prompts:
+        raise ValueError(f"trait {trait.name!r} has no graded_prompts: the experiment needs 8 of them")
+    if vector.trait != trait.name:
+        raise ValueError(f"the vector is for {vector.trait!r}, the trait is {trait.name!r}")
+    n_eval = len(trait.evaluation_questions)
+    if not 1 <= n_questions <= n_eval:
+        raise ValueError(f"n_questions must be 1..{n_eval}, got {n_questions}")
+    check_layer(model, layer)
+    qs = trait.evaluation_questions[:n_questions]
+    rows = [(lev, q) for lev in range(len(trait.graded_prompts)) for q in qs]
+    levels, questions = [r[0] for r in rows], [r[1] for r in rows]
+    prompts = [chat_prompt(model.tokenizer, q, trait.graded_prompts[lev]) for lev, q in rows]
+    proj = last_prompt_projection(model, prompts, vector, layer).tolist()
+    answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} graded")
+    judged = judge.score(trait, questions, answers)
+    scores = [math.nan if s.trait is None else float(s.trait) for s in judged]
+    coherence = [math.nan if s.coherence is None else float(s.coherence) for s in judged]
+    p_proj, p_score = _per_prompt_means(levels, proj), _per_prompt_means(levels, scores)
+    return dict(trait=trait.name, layer=layer, n=len(rows), levels=levels, questions=questions, prompts=prompts,
+                answers=answers, projections=proj, scores=scores, coherence=coherence,
+                prompt_projection=p_proj, prompt_score=p_score,
+                r_per_sample=_pearson_finite(proj, scores), r_per_prompt=_pearson_finite(p_proj, p_score))
+
+
+def r_by_layer(model, experiment: dict, vector: PersonaVector, layers: Sequence[int]) -> dict[str, list[float]]:
+    """Repeat a ``prediction_experiment``'s correlations at other layers (same answers and scores).
+
+    Returns ``{"layers", "r_per_sample", "r_per_prompt"}``, one value per layer (NaN where
+    the projection does not vary, e.g. at layer 0 the last prompt token is always the same).
+    """
+    proj = prompt_projections(model, experiment["prompts"], vector, layers)  # [n, len(layers)]
+    levels, scores = experiment["levels"], experiment["scores"]
+    p_score = _per_prompt_means(levels, scores)
+    per_sample, per_prompt = [], []
+    for j in range(len(layers)):
+        col = proj[:, j].tolist()
+        per_sample.append(_pearson_finite(col, scores))
+        per_prompt.append(_pearson_finite(_per_prompt_means(levels, col), p_score))
+    return {"layers": list(layers), "r_per_sample": per_sample, "r_per_prompt": per_prompt}
+
+
+def response_threshold(model, experiment: dict, vector: PersonaVector, layer: int,
+                       low: int = 0, high: int = 7) -> float:
+    """A Monitor threshold calibrated on measured answers.
+
+    The midpoint between the mean response-token projection of ``experiment``'s answers
+    under graded prompt ``low`` and under ``high`` (one forward pass over those answers).
+    """
+    unit = vector.unit(check_layer(model, layer))
+    means = []
+    for lev in (low, high):
+        idx = [i for i, lv in enumerate(experiment["levels"]) if lv == lev and experiment["answers"][i]]
+        if not idx:
+            raise ValueError(f"no non-empty answers under graded prompt {lev} to calibrate on")
+        acts = answer_activations(model, [experiment["prompts"][i] for i in idx],
+                                  [experiment["answers"][i] for i in idx], desc=f"calibrate {lev}")
+        means.append(project(acts["response"][:, layer], unit).mean().item())
+    return (means[0] + means[1]) / 2
 
 
 @dataclass
@@ -151,10 +272,8 @@ class Monitor:
         """First token per trait where the rolling mean of ``window`` projections exceeds the threshold."""
         events = []
         for j, v in enumerate(self.vectors):
-            x = proj[:, j]
-            for t in range(len(x)):
-                roll = x[max(0, t - self.window + 1): t + 1].mean().item()
-                if roll > self.threshold:
-                    events.append(MonitorEvent(sample, v.trait, t, roll))
-                    break
+            t = first_alert(proj[:, j], self.threshold, self.window)
+            if t is not None:
+                roll = proj[max(0, t - self.window + 1): t + 1, j].mean().item()
+                events.append(MonitorEvent(sample, v.trait, t, roll))
         return events

@@ -126,19 +126,16 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
     questions = questions or trait.evaluation_questions
     grid = [(layer, c) for layer in layers for c in coefs]
     rows = []
-    base_cap = None
     for layer, c in tqdm(grid, desc=f"sweep {trait.name}", disable=not progress):
         answers = steered_answers(model, vector, questions, layer, c, system=system,
                                   max_new_tokens=max_new_tokens, coef_mode=coef_mode)
         scores = judge.score(trait, questions, answers)
         cap = None
-        if capability:
-            if c == 0:
-                base_cap = base_cap if base_cap is not None else capability_score(model)
-                cap = base_cap
-            else:
-                with steer(model, vector, layer, c, coef_mode=coef_mode):
-                    cap = capability_score(model)
+        if capability and c == 0:
+            cap = capability_score(model)  # remembered after the first call
+        elif capability:
+            with steer(model, vector, layer, c, coef_mode=coef_mode):
+                cap = capability_score(model)
         rows.append({
             "layer": layer, "coef": c,
             "trait": _mean([s.trait for s in scores]),
@@ -158,3 +155,29 @@ def best_setting(rows: list[dict], *, min_coherence: float = 50, max_repetition:
     """The coherent point (coherence >= min, repetition <= max) with the largest trait score."""
     ok = [r for r in rows if r["coherence"] >= min_coherence and r["repetition"] <= max_repetition]
     return max(ok, key=lambda r: r["trait"]) if ok else None
+
+
+def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict:
+    """For a coefficient curve at one layer: is the trait monotonic over the coherent range, and the gain.
+
+    The coherent range is the coefficients from 0 up to the last one whose answers keep
+    coherence >= ``min_coherence`` and repetition <= ``max_repetition``.
+    """
+    rows = sorted(rows, key=lambda r: r["coef"])
+    base = next(r for r in rows if r["coef"] == 0)
+    coherent = []
+    for r in rows:
+        if r["coef"] < 0:
+            continue
+        if r["coherence"] < min_coherence or r["repetition"] > max_repetition:
+            break
+        coherent.append(r)
+    traits_ = [r["trait"] for r in coherent]
+    best = max(coherent, key=lambda r: r["trait"]) if coherent else base
+    return {
+        "coherent_coefs": [r["coef"] for r in coherent],
+        "monotonic": len(traits_) >= 2 and all(b >= a for a, b in zip(traits_, traits_[1:], strict=False)),
+        "best_coef": best["coef"], "gain": best["trait"] - base["trait"],
+        "capability_cost": (None if best.get("capability") is None or base.get("capability") is None
+                            else base["capability"] - best["capability"]),
+    }
