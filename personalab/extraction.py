@@ -118,7 +118,7 @@ def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge, *,
 
 
 def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 50,
-                 coherence_min: float = 50) -> list[int]:
+                 coherence_min: float = 50, min_pairs: int = 1) -> list[int]:
     """Indices of pairs that really differ: pos trait >= pos_min, neg < neg_max, both coherent.
 
     Raises a ValueError that says what to change when no pair survives, so a persona
@@ -133,11 +133,11 @@ def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 
     keep = [k for k, (sp, sn) in enumerate(zip(cset.scores_pos, cset.scores_neg, strict=True))
             if ok(sp.trait, lambda v: v >= pos_min) and ok(sn.trait, lambda v: v < neg_max)
             and ok(sp.coherence, lambda v: v >= coherence_min) and ok(sn.coherence, lambda v: v >= coherence_min)]
-    if not keep:
+    if len(keep) < min_pairs:
         pos = cset.trait_scores(True)
         raise ValueError(
-            f"no pair of {len(cset)} survives the filter (pos trait >= {pos_min}, neg < {neg_max}, "
-            f"coherence >= {coherence_min}); median p+ trait score was {pos.nanmedian().item():.0f}. "
+            f"only {len(keep)} of {len(cset)} pairs survive the filter (pos trait >= {pos_min}, neg < {neg_max}, "
+            f"coherence >= {coherence_min}; at least {min_pairs} needed); median p+ trait score was {pos.nanmedian().item():.0f}. "
             "Lower pos_min/coherence_min, use more questions or instructions_per_question=5, "
             "or pick a trait this model expresses (see chapter 1's effect-size table)."
         )
@@ -191,10 +191,11 @@ def mean_difference(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: ContrastiveSet | None = None,
                            pos_min: float = 50, neg_max: float = 50, coherence_min: float = 50,
-                           pooling: str = "response", **gen_kwargs) -> PersonaVector:
+                           min_pairs: int = 2, pooling: str = "response", **gen_kwargs) -> PersonaVector:
     """The whole method for one trait: generate, judge, filter, average, subtract.
 
     Pass ``cset`` to reuse answers already generated (and judged) in a notebook.
+    ``min_pairs`` (default 2) refuses a vector averaged over a single pair.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -202,7 +203,7 @@ def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: Contrasti
         cset = generate_contrastive(model, trait, **gen_kwargs)
     if not cset.scores_pos:
         judge_contrastive(cset, trait, judge)
-    keep = filter_pairs(cset, pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min)
+    keep = filter_pairs(cset, pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs)
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
     acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")

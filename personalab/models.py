@@ -114,6 +114,7 @@ def _load_embedded(cache_dir, dtype):
     if (cached / _CACHE_MARKER).is_file():
         tok = AutoTokenizer.from_pretrained(cached)
         hf = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype or torch.float32)
+        hf.config.name_or_path = DEFAULT_MODEL  # not the cache path: vectors and caches key on it
         return hf, tok
     gguf = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

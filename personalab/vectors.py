@@ -141,8 +141,11 @@ def layer_diagnostics(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.T
     unit = diff / diff.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     pp = torch.einsum("nld,ld->nl", pos, unit)
     pn = torch.einsum("nld,ld->nl", neg, unit)
-    pooled = ((pp.var(0, unbiased=True).nan_to_num(0) + pn.var(0, unbiased=True).nan_to_num(0)) / 2).sqrt()
-    sep = (pp.mean(0) - pn.mean(0)) / pooled.clamp_min(1e-6)
+    if pos.shape[0] < 2 or neg.shape[0] < 2:  # no spread to compare against
+        sep = torch.full((diff.shape[0],), float("nan"))
+    else:
+        pooled = ((pp.var(0) + pn.var(0)) / 2).sqrt()
+        sep = (pp.mean(0) - pn.mean(0)) / pooled.clamp_min(1e-6)
     cos = torch.full((diff.shape[0],), float("nan"))
     cos[1:] = torch.nn.functional.cosine_similarity(diff[1:], diff[:-1], dim=-1)
     return {"separation": sep, "neighbour_cos": cos, "norm": diff.norm(dim=-1)}
@@ -158,7 +161,9 @@ def choose_layer(diag: dict[str, torch.Tensor], lo_frac: float = 0.25, hi_frac: 
     sep = diag["separation"]
     n = sep.shape[0] - 1
     lo, hi = max(1, round(lo_frac * n)), max(1, round(hi_frac * n))
-    return int(lo + torch.argmax(sep[lo:hi + 1]).item())
+    if torch.isnan(sep[lo:hi + 1]).all():
+        return (lo + hi) // 2  # too few answers to measure separation: the middle of the range
+    return int(lo + torch.argmax(sep[lo:hi + 1].nan_to_num(-float("inf"))).item())
 
 
 def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, list[str]]:

@@ -68,7 +68,7 @@ def test_filter_that_drops_everything_explains(tiny, tmp_cache):
     trait = Trait.from_dict(toy_trait_dict())
     cset = extraction.generate_contrastive(tiny, trait, max_new_tokens=3)
     extraction.judge_contrastive(cset, trait, ScriptedJudge(pos=40))
-    with pytest.raises(ValueError, match="no pair of 3 survives.*Lower pos_min"):
+    with pytest.raises(ValueError, match="only 0 of 3 pairs survive.*Lower pos_min"):
         extraction.filter_pairs(cset)
     assert extraction.filter_pairs(cset, pos_min=30) == [0, 1, 2]
 

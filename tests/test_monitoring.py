@@ -159,26 +159,26 @@ class _LengthJudge:
         return [JudgeScore(float(len(a)), 50.0) for a in answers]
 
 
-def test_prediction_experiment_on_tiny(tiny, tmp_cache):
-    vec = _vec(tiny, trait="pirate")
-    exp = prediction_experiment(tiny, "pirate", vec, _LengthJudge(), 2, n_questions=2, max_new_tokens=3)
+def test_prediction_experiment_on_tiny(lively, tmp_cache):
+    vec = _vec(lively, trait="pirate")
+    exp = prediction_experiment(lively, "pirate", vec, _LengthJudge(), 2, n_questions=2, max_new_tokens=3)
     assert exp["n"] == 16 and exp["levels"] == [lev for lev in range(8) for _ in range(2)]
-    assert exp["prompts"][0] == chat_prompt(tiny.tokenizer, exp["questions"][0], traits.load("pirate").graded_prompts[0])
+    assert exp["prompts"][0] == chat_prompt(lively.tokenizer, exp["questions"][0], traits.load("pirate").graded_prompts[0])
     torch.testing.assert_close(torch.tensor(exp["projections"]),
-                               last_prompt_projection(tiny, exp["prompts"], vec, 2), atol=1e-4, rtol=1e-4)
+                               last_prompt_projection(lively, exp["prompts"], vec, 2), atol=1e-4, rtol=1e-4)
     assert exp["scores"] == [float(len(a)) for a in exp["answers"]]
     assert len(exp["prompt_projection"]) == len(exp["prompt_score"]) == 8
     assert exp["prompt_projection"][3] == pytest.approx(sum(exp["projections"][6:8]) / 2)
     if not math.isnan(exp["r_per_sample"]):
         assert exp["r_per_sample"] == pytest.approx(pearson_r(exp["projections"], exp["scores"]))
-    sweep = r_by_layer(tiny, exp, vec, [1, 2])
+    sweep = r_by_layer(lively, exp, vec, [1, 2])
     assert sweep["layers"] == [1, 2] and len(sweep["r_per_prompt"]) == 2
     assert sweep["r_per_sample"][1] == pytest.approx(exp["r_per_sample"], nan_ok=True, abs=1e-5)
-    assert math.isfinite(response_threshold(tiny, exp, vec, 2))
+    assert math.isfinite(response_threshold(lively, exp, vec, 2))
     with pytest.raises(ValueError, match="vector is for"):
-        prediction_experiment(tiny, "sad", vec, _LengthJudge(), 2)
+        prediction_experiment(lively, "sad", vec, _LengthJudge(), 2)
     with pytest.raises(ValueError, match="n_questions"):
-        prediction_experiment(tiny, "pirate", vec, _LengthJudge(), 2, n_questions=0)
+        prediction_experiment(lively, "pirate", vec, _LengthJudge(), 2, n_questions=0)
 
 
 def test_html_and_plots(lively):
