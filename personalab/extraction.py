@@ -147,6 +147,7 @@ def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 
 # -- activations of the answers ----------------------------------------------------------
 
 POOLINGS = ("response", "prompt", "last_prompt")
+EXTRACTION_VERSION = 2  # bump when the pipeline changes, so cached vectors are rebuilt
 
 
 def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
@@ -245,7 +246,8 @@ def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cac
     from personalab.models import writable_cache_root
 
     trait = traits_mod.load(trait) if isinstance(trait, str) else trait
-    key = stable_hash([model_id(model), trait.to_json(), sorted(kwargs.items()), type(judge).__name__])
+    key = stable_hash([EXTRACTION_VERSION, model_id(model), trait.to_json(), sorted(kwargs.items()),
+                       type(judge).__name__])
     path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
     if cache and path.with_suffix(".json").is_file():
         try:
