@@ -88,7 +88,8 @@ def bench_generate(model) -> dict:
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
     out = {}
     for bs, n in ((1, 4), (16, 32)):
-        t = timed(lambda: generate(model, prompts[:n], max_new_tokens=48, batch_size=bs, cache=False, progress=False))
+        t = timed(lambda n=n, bs=bs: generate(model, prompts[:n], max_new_tokens=48, batch_size=bs, cache=False,
+                                              progress=False))
         out[f"batch_{bs}"] = n * 48 / t
     return {"perf.generate_tokens_per_s": out}
 

@@ -4,7 +4,12 @@ import math
 
 import pytest
 
-from personalab.checks import ExerciseFailed, check_logprob_weighted_score, check_mean_over_response, check_persona_vector
+from personalab.checks import (
+    ExerciseFailed,
+    check_logprob_weighted_score,
+    check_mean_over_response,
+    check_persona_vector,
+)
 from personalab.judges import logprob_weighted_score
 
 

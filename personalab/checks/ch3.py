@@ -31,11 +31,10 @@ def check_steering_intervention(fn, model=None) -> None:
     prompt (greedy).
     """
     import personalab as pl
+    from personalab.extraction import residual_stream
     from personalab.prompting import chat_prompt, generate_batch
     from personalab.steering import steer
     from personalab.vectors import PersonaVector
-
-    from personalab.extraction import residual_stream
 
     model = model or _lively_tiny_model()
     torch.manual_seed(0)
