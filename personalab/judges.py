@@ -309,3 +309,11 @@ def judge_agreement(judge: Judge, trait: Trait) -> dict:
         got = [float("nan") if s.trait is None else s.trait for s in scores]
     labels = [r["label"] for r in rows]
     return {"spearman": spearman(got, labels), "n": len(rows), "scores": got, "labels": labels}
+
+
+def labelled_traits() -> list[str]:
+    """Built-in traits that have hand labels shipped in ``data/labels``."""
+    from importlib import resources
+
+    folder = resources.files("personalab") / "data" / "labels"
+    return sorted(p.name[:-6] for p in folder.iterdir() if p.name.endswith(".jsonl"))

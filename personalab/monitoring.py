@@ -90,7 +90,7 @@ def _per_prompt_means(levels: Sequence[int], values: Sequence[float]) -> list[fl
 
 
 def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judge: Judge, layer: int, *,
-                          n_questions: int = 10, max_new_tokens: int = 48) -> dict:
+                          n_questions: int = 10, max_new_tokens: int = 48, with_coherence: bool = False) -> dict:
     """Does the last prompt token's projection predict the trait of the answer?
 
     For each of the trait's 8 graded system prompts (0 = suppressing ... 7 = eliciting)
@@ -99,7 +99,9 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
     greedy answer. Returns per-sample lists (``levels``, ``questions``, ``prompts``,
     ``answers``, ``projections``, ``scores``, ``coherence``), per-prompt means
     (``prompt_projection``, ``prompt_score``), ``r_per_sample`` and ``r_per_prompt``
-    (Pearson), ``layer``, ``trait`` and ``n``.
+    (Pearson), ``layer``, ``trait`` and ``n``. Coherence is only scored (a full forward
+    pass per answer) with ``with_coherence=True`` or a judge without ``trait_scores``;
+    otherwise it is NaN.
     """
     from personalab import traits as traits_mod
 
@@ -118,9 +120,12 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
     prompts = [chat_prompt(model.tokenizer, q, trait.graded_prompts[lev]) for lev, q in rows]
     proj = last_prompt_projection(model, prompts, vector, layer).tolist()
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} graded")
-    judged = judge.score(trait, questions, answers)
-    scores = [math.nan if s.trait is None else float(s.trait) for s in judged]
-    coherence = [math.nan if s.coherence is None else float(s.coherence) for s in judged]
+    if not with_coherence and hasattr(judge, "trait_scores"):
+        scores, coherence = [float(x) for x in judge.trait_scores(trait, answers)], [math.nan] * len(answers)
+    else:
+        judged = judge.score(trait, questions, answers)
+        scores = [math.nan if s.trait is None else float(s.trait) for s in judged]
+        coherence = [math.nan if s.coherence is None else float(s.coherence) for s in judged]
     p_proj, p_score = _per_prompt_means(levels, proj), _per_prompt_means(levels, scores)
     return dict(trait=trait.name, layer=layer, n=len(rows), levels=levels, questions=questions, prompts=prompts,
                 answers=answers, projections=proj, scores=scores, coherence=coherence,

@@ -159,6 +159,16 @@ class _LengthJudge:
         return [JudgeScore(float(len(a)), 50.0) for a in answers]
 
 
+class _TraitOnlyJudge(_LengthJudge):
+    """A judge with a trait-only path: the experiment must use it (coherence is not needed)."""
+
+    def score(self, trait, questions, answers):
+        raise AssertionError("score() should not be called when trait_scores() exists")
+
+    def trait_scores(self, trait, answers):
+        return [1.0] * len(answers)
+
+
 def test_prediction_experiment_on_tiny(lively, tmp_cache):
     vec = _vec(lively, trait="pirate")
     exp = prediction_experiment(lively, "pirate", vec, _LengthJudge(), 2, n_questions=2, max_new_tokens=3)
@@ -175,6 +185,8 @@ def test_prediction_experiment_on_tiny(lively, tmp_cache):
     assert sweep["layers"] == [1, 2] and len(sweep["r_per_prompt"]) == 2
     assert sweep["r_per_sample"][1] == pytest.approx(exp["r_per_sample"], nan_ok=True, abs=1e-5)
     assert math.isfinite(response_threshold(lively, exp, vec, 2))
+    fast = prediction_experiment(lively, "pirate", vec, _TraitOnlyJudge(), 2, n_questions=2, max_new_tokens=3)
+    assert fast["scores"] == [1.0] * 16 and all(math.isnan(c) for c in fast["coherence"])
     with pytest.raises(ValueError, match="vector is for"):
         prediction_experiment(lively, "sad", vec, _LengthJudge(), 2)
     with pytest.raises(ValueError, match="n_questions"):
