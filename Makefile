@@ -12,7 +12,7 @@ CHAPTERS := $(sort $(wildcard book/chapters/*.md))
 export PERSONALAB_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
+
 
 .PHONY: setup test unit lint notebooks execute book html check-html assignments bench clean
 
