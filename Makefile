@@ -42,7 +42,7 @@ notebooks: setup
 
 # Execute every chapter once, in order, writing the outputs into the notebooks.
 execute: notebooks
-	$(BIN)/pytest -p tests.nbtiming --nbmake --nbmake-timeout=1500 --overwrite -v $(BUILD)/chapters/*.ipynb
+	$(BIN)/python -m pytest -p tests.nbtiming --nbmake --nbmake-timeout=1500 --overwrite -v $(BUILD)/chapters/*.ipynb
 
 html:
 	$(BIN)/jupyter-book build --quiet $(BUILD) --path-output book
