@@ -100,6 +100,44 @@ def bench_extract_100(model) -> dict:
     return {"perf.extract_100_responses_s": timed(lambda: answer_activations(model, prompts, answers))}
 
 
+def bench_steer_and_monitor(model, n: int = 16, tokens: int = 48) -> dict:
+    """Steered and monitored generation time over plain generation: same prompts, tokens, process.
+
+    ``min_new_tokens`` holds every run to exactly ``tokens`` new tokens, so the three
+    runs do the same work apart from the intervention.
+    """
+    import torch as _torch
+
+    from personalab.monitoring import Monitor
+    from personalab.prompting import generate_batch
+    from personalab.steering import steer
+    from personalab.vectors import PersonaVector
+
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS[:n]]
+    L, d = model.config.num_hidden_layers, model.config.hidden_size
+    gen = _torch.Generator().manual_seed(0)
+    vec = PersonaVector(_torch.randn(L + 1, d, generator=gen),
+                        dict(model_id=pl.models.model_id(model), n_layers=L, d_model=d, trait="bench", method="random",
+                             residual_norm=[100.0] * (L + 1)))
+    sampling = {"do_sample": False, "min_new_tokens": tokens}
+
+    def plain():
+        generate_batch(model, prompts, tokens, sampling)
+
+    def steered():
+        with steer(model, vec, L // 2, 0.1):
+            generate_batch(model, prompts, tokens, sampling)
+
+    monitor = Monitor(model, vec, L // 2)
+
+    def monitored():
+        monitor.generate(prompts, max_new_tokens=tokens, sampling=sampling)
+
+    t_plain, t_steer, t_mon = (timed(f, repeats=3) for f in (plain, steered, monitored))
+    return {"perf.steer_vs_plain_generate": t_steer / t_plain, "perf.monitor_vs_plain_generate": t_mon / t_plain,
+            "perf.plain_generate_16x48_s": t_plain}
+
+
 def merged_science() -> dict:
     flat = {}
     for path in sorted((ROOT / "build" / "results").glob("*.json")):
@@ -119,6 +157,7 @@ def main() -> None:
     flat.update(bench_extract_vs_hook(model))
     flat.update(bench_generate(model))
     flat.update(bench_extract_100(model))
+    flat.update(bench_steer_and_monitor(model))
     science = merged_science()
     if not science:
         print("note: no chapter results found in build/results: run `make test` or `make book` first",

@@ -50,7 +50,8 @@ def lens_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """Read residual-stream vectors ``[..., d_model]`` as next-token logits ``[..., vocab]``.
 
     Applies the model's final norm (``model.model.norm``) and unembedding
-    (``model.lm_head``), exactly what the model does after its last block.
+    (``model.lm_head``), exactly what the model does after its last block. Uses the local
+    weights (``model._module``), so it needs a model loaded here, not ``remote=True``.
     """
     hf = model._module
     with torch.no_grad():
