@@ -9,18 +9,13 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import torch
 
+from personalab.plotting import _axes
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from personalab.monitoring import MonitorResult
-
-
-def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
 
 
 def _fit_line(ax: Axes, x: Sequence[float], y: Sequence[float], **kw) -> None:

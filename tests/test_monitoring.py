@@ -32,12 +32,9 @@ QUESTIONS = ("Tell me about the sea.", "Why is the sky blue?", "Hi")
 @pytest.fixture(scope="module")
 def lively():
     """A tiny random model whose blocks matter, so greedy answers vary from token to token."""
-    model = pl.tiny_model(seed=1)
-    with torch.no_grad():
-        for name, p in model._module.model.layers.named_parameters():
-            if "proj" in name:
-                p.mul_(25.0)
-    return model
+    from personalab.checks.ch3 import _lively_tiny_model
+
+    return _lively_tiny_model()
 
 
 def _vec(model, seed=1, trait="toy", **meta):
