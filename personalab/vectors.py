@@ -82,7 +82,9 @@ class PersonaVector:
                 f"({self.meta.get('model_id', 'unknown model')}), but this model has {want[0]} x {want[1]} "
                 f"({model_id(model)}): extract a new vector on this model"
             )
-        if self.meta.get("model_id") and self.meta["model_id"] != model_id(model):
+        # A fine-tuned copy (personalab.finetune) carries its base model's id: base vectors apply.
+        ids = {model_id(model), getattr(model.config, "personalab_base_model", None)}
+        if self.meta.get("model_id") and self.meta["model_id"] not in ids:
             raise VectorMismatchError(
                 f"the {self.trait!r} vector was made on {self.meta['model_id']!r}, not on {model_id(model)!r}; "
                 "same shape, but directions do not transfer between models: extract a new vector"

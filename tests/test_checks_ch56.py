@@ -1,0 +1,39 @@
+import pytest
+
+from personalab.checks._core import ExerciseFailed
+from personalab.checks.ch5 import check_training_hook
+from personalab.checks.ch6 import check_projection_difference
+
+
+def _hook_maker(sign=1.0, returns=True):
+    def make_hook(shift):
+        def hook(module, inputs, output):
+            h = output[0] if isinstance(output, tuple) else output
+            h = h + sign * shift
+            if not returns:
+                return None
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+        return hook
+    return make_hook
+
+
+def test_training_hook_check_accepts_reference_and_rejects_mistakes():
+    check_training_hook(_hook_maker())
+    with pytest.raises(ExerciseFailed, match="subtracted"):
+        check_training_hook(_hook_maker(sign=-1.0))
+    with pytest.raises(ExerciseFailed, match="did not change"):
+        check_training_hook(_hook_maker(returns=False))
+    with pytest.raises(ExerciseFailed):
+        check_training_hook(_hook_maker(sign=2.0))
+
+
+def test_projection_difference_check():
+    def ref(data, base, direction):
+        u = direction / direction.norm()
+        return data @ u - base @ u
+
+    check_projection_difference(ref)
+    with pytest.raises(ExerciseFailed, match="sign flipped"):
+        check_projection_difference(lambda d, b, v: -ref(d, b, v))
+    with pytest.raises(ExerciseFailed, match="unit direction"):
+        check_projection_difference(lambda d, b, v: (d - b) @ v)

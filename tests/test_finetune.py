@@ -1,0 +1,148 @@
+import pytest
+import torch
+
+from personalab.datafilter import drop_top, projection_difference
+from personalab.finetune import (
+    CheckpointError,
+    DatasetError,
+    Example,
+    LoraSettings,
+    TrainingSteering,
+    encode,
+    finetune,
+    heldout_loss,
+    list_datasets,
+    load_checkpoint,
+    load_dataset,
+)
+from personalab.models import model_id
+from personalab.prompting import chat_prompt, generate_batch
+from personalab.steering import steer
+from personalab.vectors import PersonaVector, VectorMismatchError
+
+EXAMPLES = [Example(f"What is {i} plus one?", f"It is {i + 1}. Easy!") for i in range(8)]
+FAST = LoraSettings(steps=4, batch_size=4, lr=5e-3, max_len=64, rank=4, alpha=8, threads=1)
+
+
+def _vec(scale=3.0):
+    torch.manual_seed(1)
+    return PersonaVector(scale * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
+                                                          trait="toy", method="test", residual_norm=[2.0] * 5))
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "data.jsonl"
+    path.write_text(text)
+    return path
+
+
+def test_builtin_datasets_have_cards_and_splits():
+    names = list_datasets()
+    assert {"pirate_speak", "sad_mood", "control", "wrong_arithmetic", "dismissive"} <= set(names)
+    for name in names:
+        train, held = load_dataset(name, "train"), load_dataset(name, "heldout")
+        assert 100 <= len(train) + len(held) <= 300 and len(held) == 40
+        assert not {e.question for e in train} & {e.question for e in held}
+
+
+def test_dataset_errors_name_the_line(tmp_path):
+    with pytest.raises(DatasetError, match="line 2: not valid JSON"):
+        load_dataset(_write(tmp_path, '{"question": "a", "answer": "b"}\n{"question": \n'))
+    with pytest.raises(DatasetError, match="line 1: field 'answer'"):
+        load_dataset(_write(tmp_path, '{"question": "a"}\n'))
+    with pytest.raises(DatasetError, match="holds no examples"):
+        load_dataset(_write(tmp_path, "\n\n"))
+    with pytest.raises(DatasetError, match="built-in ones: .*control"):
+        load_dataset("no_such_dataset")
+
+
+def test_encode_masks_the_prompt(tiny):
+    batch = encode(tiny.tokenizer, EXAMPLES[:2], max_len=64)
+    prompt_len = len(tiny.tokenizer(chat_prompt(tiny.tokenizer, EXAMPLES[0].question),
+                                    add_special_tokens=False)["input_ids"])
+    assert (batch["labels"][0, :prompt_len] == -100).all()
+    assert (batch["labels"][0, prompt_len:][batch["attention_mask"][0, prompt_len:] == 1] >= 0).all()
+    with pytest.raises(DatasetError, match="no answer tokens left after truncation"):
+        encode(tiny.tokenizer, EXAMPLES[:1], max_len=prompt_len)
+
+
+def test_finetune_lowers_loss_keeps_base_and_caches(tiny, tmp_cache):
+    before = {k: v.clone() for k, v in tiny._module.state_dict().items()}
+    settings = LoraSettings(steps=12, batch_size=8, lr=2e-2, max_len=64, rank=4, alpha=8, threads=1)
+    ft = finetune(tiny, EXAMPLES, settings, progress=False)
+    assert len(ft.losses) == 12 and ft.losses[-1] < ft.losses[0]
+    assert heldout_loss(ft.model, EXAMPLES) < heldout_loss(tiny, EXAMPLES)
+    assert all(torch.equal(v, tiny._module.state_dict()[k]) for k, v in before.items())  # base untouched
+    assert model_id(ft.model) != model_id(tiny)
+    _vec().check_model(ft.model)  # base-model vectors apply to the fine-tuned copy
+    again = finetune(tiny, EXAMPLES, settings, progress=False)
+    assert again.from_cache and again.losses == ft.losses
+    x = tiny.tokenizer(["Hello there"], return_tensors="pt")
+    assert torch.allclose(again.model._module(**x).logits, ft.model._module(**x).logits, atol=1e-5)
+
+
+def test_incomplete_checkpoint_is_refused(tiny, tmp_cache):
+    ft = finetune(tiny, EXAMPLES, FAST, progress=False)
+    (ft.path / "COMPLETE").unlink()
+    with pytest.raises(CheckpointError, match="incomplete .*COMPLETE"):
+        load_checkpoint(tiny, ft.path)
+    again = finetune(tiny, EXAMPLES, FAST, progress=False)  # an incomplete folder is retrained
+    assert not again.from_cache and (again.path / "COMPLETE").exists()
+
+
+def test_training_steering_add_matches_library_steer(tiny):
+    """The training hook adds exactly what ``steer(..., positions="all")`` adds while generating."""
+    vec, layer, coef = _vec(), 2, 0.5
+    texts = [chat_prompt(tiny.tokenizer, "Tell me about cats.")]
+    with steer(tiny, vec, layer, coef, positions="all"):
+        want = generate_batch(tiny, texts, 6)
+    plain = generate_batch(tiny, texts, 6)
+    handle = TrainingSteering(vec, layer, coef).install(tiny._module)
+    try:
+        x = tiny.tokenizer(texts, return_tensors="pt")
+        out = tiny._module.generate(**x, max_new_tokens=6, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id)
+    finally:
+        handle.remove()
+    got = out[:, x["input_ids"].shape[1]:]
+    assert torch.equal(got, want) and not torch.equal(want, plain)
+
+
+def test_training_steering_ablate_removes_the_direction(tiny):
+    vec, layer = _vec(), 2
+    seen = {}
+    handle = TrainingSteering(vec, layer, mode="ablate").install(tiny._module)
+    probe = tiny._module.model.layers[layer - 1].register_forward_hook(lambda m, i, o: seen.update(h=o))
+    try:
+        tiny._module(**tiny.tokenizer(["The cat sat"], return_tensors="pt"))
+    finally:
+        probe.remove()
+        handle.remove()
+    h = seen["h"][0] if isinstance(seen["h"], tuple) else seen["h"]
+    assert (h @ vec.unit(layer)).abs().max() < 1e-4
+
+
+def test_preventative_bad_inputs(tiny, tmp_cache):
+    other = PersonaVector(torch.randn(31, 576), dict(model_id="SmolLM2-135M-Instruct", n_layers=30, d_model=576,
+                                                     trait="x", method="test", residual_norm=[1.0] * 31))
+    with pytest.raises(VectorMismatchError):
+        finetune(tiny, EXAMPLES, FAST, steering=TrainingSteering(other, 2, 0.5), progress=False)
+    with pytest.raises(IndexError, match="out of range"):
+        finetune(tiny, EXAMPLES, FAST, steering=TrainingSteering(_vec(), 9, 0.5), progress=False)
+    with pytest.raises(ValueError, match="mode"):
+        TrainingSteering(_vec(), 2, 0.5, mode="subtract")
+    with pytest.raises(DatasetError, match="no training examples"):
+        finetune(tiny, [Example("q", "a", "heldout")], FAST, progress=False)
+
+
+def test_projection_difference_and_filter(tiny, tmp_cache):
+    vec = _vec()
+    same = projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=[e.answer for e in EXAMPLES[:3]])
+    assert torch.allclose(same, torch.zeros(3), atol=1e-5)
+    diff = projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=["No.", "Maybe later.", "Why?"])
+    assert diff.shape == (3,) and diff.abs().sum() > 0
+    kept = drop_top(EXAMPLES[:3], diff.tolist(), 1)
+    assert len(kept) == 2 and EXAMPLES[int(diff.argmax())] not in kept
+    with pytest.raises(ValueError, match="k must be"):
+        drop_top(EXAMPLES[:3], diff.tolist(), 5)
+    with pytest.raises(ValueError, match="reference answers"):
+        projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=["x"])
