@@ -197,14 +197,29 @@ def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: Contrasti
 
     Pass ``cset`` to reuse answers already generated (and judged) in a notebook.
     ``min_pairs`` (default 2) refuses a vector averaged over a single pair.
+
+    Escalation: by default each question is asked under one instruction pair (20 pairs,
+    what fits a laptop). When fewer than ``min_pairs`` of those survive the filter and
+    neither ``cset`` nor ``instructions_per_question`` was given, every question is asked
+    under all five pairs (the paper's 100-pair setting) and filtered again; the vector's
+    ``settings`` record which one was used.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    thresholds = dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs)
+    may_escalate = cset is None and "instructions_per_question" not in gen_kwargs
     if cset is None:
         cset = generate_contrastive(model, trait, **gen_kwargs)
     if not cset.scores_pos:
         judge_contrastive(cset, trait, judge)
-    keep = filter_pairs(cset, pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs)
+    try:
+        keep = filter_pairs(cset, **thresholds)
+    except ValueError:
+        if not may_escalate:
+            raise
+        cset = judge_contrastive(generate_contrastive(model, trait, instructions_per_question=len(trait.instructions),
+                                                      **gen_kwargs), trait, judge)
+        keep = filter_pairs(cset, **thresholds)
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
     acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")

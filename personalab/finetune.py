@@ -236,8 +236,8 @@ def profile_settings(name: str | None = None) -> dict:
     """Training and evaluation sizes for a profile (chapters 5 and 6 share them, so chapter 6
     re-uses chapter 5's cached runs): ``{"settings": LoraSettings, "n_eval": int}``."""
     name = name or profile()
-    return {"full": {"settings": LoraSettings(steps=40), "n_eval": 20},
-            "ci": {"settings": LoraSettings(steps=24), "n_eval": 12}}[name]
+    return {"full": {"settings": LoraSettings(steps=24, batch_size=8), "n_eval": 20},
+            "ci": {"settings": LoraSettings(steps=16, batch_size=4), "n_eval": 10}}[name]
 
 
 @dataclass
@@ -385,7 +385,7 @@ def heldout_loss(model, examples: Sequence[Example], *, max_len: int = 96, batch
 # -- measuring what training did -------------------------------------------------------------
 
 def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions: Sequence[str] | None = None,
-            max_new_tokens: int = 40, capability: bool = True) -> dict:
+            max_new_tokens: int = 40, capability: bool = True, cache: bool = True) -> dict:
     """What a (fine-tuned) model does on the trait's evaluation questions, no system prompt.
 
     Returns ``trait`` (mean judged score), ``coherence``, ``repetition``,
@@ -393,14 +393,43 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
     ``projection_response`` (mean over the answer's tokens), ``capability`` (0-1) and
     the ``answers``. Active ``steer`` blocks apply, so inference-time suppression is
     ``with steer(ft, vec, layer, -c): measure(ft, ...)``.
+
+    Results are cached on disk (keyed by model id, trait, questions, vector, layer, judge
+    and active steering), so chapter 6 re-uses chapter 5's measurements.
     """
-    from personalab.capability import capability_score
+    from personalab.prompting import active_interventions
+
+    questions = list(questions or trait.evaluation_questions)
+    hooks = active_interventions(model)
+    key = stable_hash({"model": model_id(model), "trait": trait.to_json(), "questions": questions, "layer": layer,
+                       "vector": vector.vectors[layer].tolist(), "judge": type(judge).__name__,
+                       "max_new_tokens": max_new_tokens,
+                       "steering": [h.cache_key() for h in hooks], "version": 1})
+    path = writable_cache_root() / "measure" / f"{key}.json"
+    cacheable = cache and all(h.cache_key() is not None for h in hooks)
+    result = None
+    if cacheable and path.is_file():
+        try:
+            result = read_json(path, "cached measurement")
+        except ValueError:
+            pass  # corrupt entry: measure again
+    if result is None:
+        result = _measure(model, trait, vector, judge, layer, questions, max_new_tokens)
+        if cacheable:
+            atomic_write_json(path, result)
+    if capability:
+        from personalab.capability import capability_score
+
+        result["capability"] = capability_score(model)  # under the same steering, if any
+    return result
+
+
+def _measure(model, trait, vector, judge, layer, questions, max_new_tokens) -> dict:
     from personalab.extraction import answer_activations
     from personalab.judges import repetition_rate
     from personalab.monitoring import last_prompt_projection, project
     from personalab.prompting import generate
 
-    questions = list(questions or trait.evaluation_questions)
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} answers")
     scores = judge.score(trait, questions, answers)
@@ -412,7 +441,7 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
         "repetition": mean([repetition_rate(a) for a in answers]),
         "projection_prompt": last_prompt_projection(model, prompts, vector, layer).mean().item(),
         "projection_response": project(acts["response"][:, layer], vector.at(layer)).mean().item(),
-        "capability": capability_score(model) if capability else float("nan"),
+        "capability": float("nan"),
         "answers": answers,
     }
 

@@ -73,6 +73,26 @@ def test_filter_that_drops_everything_explains(tiny, tmp_cache):
     assert extraction.filter_pairs(cset, pos_min=30) == [0, 1, 2]
 
 
+class FirstCallFailsJudge(ScriptedJudge):
+    """p+ answers score low on the first round (one pair per question), high afterwards."""
+
+    def score(self, trait, questions, answers):
+        if self.calls < 2:
+            self.calls += 1
+            return [JudgeScore(10, 80) for _ in answers]
+        return super().score(trait, questions, answers)
+
+
+def test_extraction_escalates_to_all_instruction_pairs(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())
+    judge = FirstCallFailsJudge()
+    vec = extraction.extract_persona_vector(tiny, trait, judge, max_new_tokens=4)
+    assert vec.meta["settings"]["instructions_per_question"] == 5 and vec.meta["n_pairs"] == 15
+    with pytest.raises(ValueError, match="pairs survive"):  # an explicit setting is never escalated
+        extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=3,
+                                          instructions_per_question=1)
+
+
 def test_empty_question_list(tiny):
     d = toy_trait_dict()
     trait = Trait.from_dict(d)

@@ -146,3 +146,25 @@ def test_projection_difference_and_filter(tiny, tmp_cache):
         drop_top(EXAMPLES[:3], diff.tolist(), 5)
     with pytest.raises(ValueError, match="reference answers"):
         projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=["x"])
+
+
+class _ConstJudge:
+    def score(self, trait, questions, answers):
+        from personalab.judges import JudgeScore
+
+        return [JudgeScore(50.0, 80.0) for _ in answers]
+
+
+def test_measure_is_cached_and_steering_aware(tiny, tmp_cache, monkeypatch):
+    from personalab import finetune as ft_mod
+    from personalab.traits import Trait
+    from tests.helpers import toy_trait_dict
+
+    trait, vec = Trait.from_dict(toy_trait_dict()), _vec()
+    first = ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
+    assert first["trait"] == 50.0 and len(first["answers"]) == 2
+    monkeypatch.setattr(ft_mod, "_measure", lambda *a, **k: pytest.fail("should have come from the cache"))
+    again = ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
+    assert again["answers"] == first["answers"]
+    with pytest.raises(pytest.fail.Exception), steer(tiny, vec, 2, 0.5):  # steering is part of the key
+        ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)

@@ -11,6 +11,10 @@ class _LengthJudge:
         return [float(len(a)) for a in answers]
 
 
+def test_every_builtin_trait_is_labelled():
+    assert labelled_traits() == traits.list_traits()
+
+
 def test_label_files_are_well_formed():
     for name in labelled_traits():
         rows = load_labels(name)
@@ -19,6 +23,7 @@ def test_label_files_are_well_formed():
         for r in rows:
             assert set(r) >= {"id", "question", "answer", "label"}
             assert isinstance(r["label"], int) and 0 <= r["label"] <= 100
+        assert len({r["label"] for r in rows}) >= 3, f"{name}: labels barely vary"
 
 
 def test_agreement_runs_on_every_labelled_trait():
