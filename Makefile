@@ -42,6 +42,7 @@ notebooks: setup
 
 # Execute every chapter once, in order, writing the outputs into the notebooks.
 execute: notebooks
+	rm -rf build/results   # every recorded result comes from this execution
 	$(BIN)/python -m pytest -p tests.nbtiming --nbmake --nbmake-timeout=1500 --overwrite -v $(BUILD)/chapters/*.ipynb
 
 html:

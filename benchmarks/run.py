@@ -87,7 +87,7 @@ class StopForward(Exception):
 def bench_generate(model) -> dict:
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
     out = {}
-    for bs, n in ((1, 4), (16, 32)):
+    for bs, n in ((1, 4), (16, 32), (32, 64), (64, 64)):  # larger batches: is batch 16 leaving speed unused?
         t = timed(lambda n=n, bs=bs: generate(model, prompts[:n], max_new_tokens=48, batch_size=bs, cache=False,
                                               progress=False))
         out[f"batch_{bs}"] = n * 48 / t

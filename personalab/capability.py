@@ -17,7 +17,7 @@ from importlib import resources
 
 import torch
 
-from personalab.models import trace_kwargs
+from personalab.models import model_id, trace_kwargs
 from personalab.prompting import active_interventions, apply_interventions
 
 NEUTRAL_TEXTS = (
@@ -45,10 +45,16 @@ def load_items() -> list[Item]:
     return [Item(**json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
-def sequence_logits(model, texts: Sequence[str]) -> torch.Tensor:
-    """Logits for a left-padded batch, in one nnsight trace with active interventions applied."""
+def sequence_logits(model, texts: Sequence[str], keep_last: int | None = None) -> torch.Tensor:
+    """Logits for a left-padded batch, in one nnsight trace with active interventions applied.
+
+    ``keep_last=k`` asks the model for the logits of the last ``k`` positions only
+    (transformers' ``logits_to_keep``): scoring short answers then skips most of the
+    49k-wide unembedding, about a quarter of the compute.
+    """
     hooks = active_interventions(model)
-    with model.trace(list(texts), **trace_kwargs(model)):
+    kwargs = {"logits_to_keep": keep_last} if keep_last else {}
+    with model.trace(list(texts), **kwargs, **trace_kwargs(model)):
         if hooks:
             apply_interventions(model, hooks, step=0)
         logits = model.lm_head.output.save()
@@ -60,7 +66,8 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
     """Total log-probability of each choice's tokens after its prompt.
 
     Every (prompt, choice) pair becomes one text; the texts are scored in left-padded
-    batches. Returns one tensor of choice log-probs per prompt.
+    batches of similar length (sorted, so little compute goes to padding). Returns one
+    tensor of choice log-probs per prompt.
     """
     tok = model.tokenizer
     texts, spans = [], []
@@ -70,15 +77,17 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
             t = p + " " + c
             texts.append(t)
             spans.append((n_prompt, len(tok(t)["input_ids"])))
-    scores = []
-    for s in range(0, len(texts), batch_size):
-        batch = texts[s:s + batch_size]
-        logits = sequence_logits(model, batch)
-        ids = tok(batch, return_tensors="pt", padding=True)["input_ids"]
-        seq = ids.shape[1]
-        logp = logits.gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)  # [b, seq-1]
-        for i, (n_prompt, n) in enumerate(spans[s:s + batch_size]):
-            scores.append(logp[i, seq - n + n_prompt - 1:].sum())
+    order = sorted(range(len(texts)), key=lambda i: spans[i][1])
+    scores: list[torch.Tensor] = [torch.tensor(0.0)] * len(texts)
+    for s in range(0, len(order), batch_size):
+        rows = order[s:s + batch_size]
+        batch, batch_spans = [texts[i] for i in rows], [spans[i] for i in rows]
+        keep = max(n - n_prompt for n_prompt, n in batch_spans) + 1  # left padding: the choices end every row
+        logits = sequence_logits(model, batch, keep_last=keep)  # [b, keep, vocab]: positions seq-keep .. seq-1
+        ids = tok(batch, return_tensors="pt", padding=True)["input_ids"][:, -keep:]
+        logp = logits[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)
+        for i, (n_prompt, n) in enumerate(batch_spans):  # the choice's n - n_prompt tokens end the row
+            scores[rows[i]] = logp[i, keep - 1 - (n - n_prompt):].sum()
     out, k = [], 0
     for cs in choices:
         out.append(torch.stack(scores[k:k + len(cs)]))
@@ -95,7 +104,7 @@ def capability_score(model, items: Sequence[Item] | None = None) -> float:
     The unsteered score of a model is computed once per process and remembered.
     """
     items = list(items) if items is not None else load_items()
-    key = (id(model), tuple(it.id for it in items))
+    key = (id(model), model_id(model), repr(items))  # the items' content, not only their ids
     steered = bool(active_interventions(model))
     if not steered and key in _UNSTEERED:
         return _UNSTEERED[key]

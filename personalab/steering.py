@@ -125,8 +125,11 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
 
     questions = questions or trait.evaluation_questions
     grid = [(layer, c) for layer in layers for c in coefs]
-    rows = []
+    rows, unsteered = [], None
     for layer, c in tqdm(grid, desc=f"sweep {trait.name}", disable=not progress):
+        if c == 0 and unsteered is not None:  # coef 0 is the same model at every layer: measure it once
+            rows.append({**unsteered, "layer": layer})
+            continue
         answers = steered_answers(model, vector, questions, layer, c, system=system,
                                   max_new_tokens=max_new_tokens, coef_mode=coef_mode)
         scores = judge.score(trait, questions, answers)
@@ -143,6 +146,8 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
             "repetition": _mean([repetition_rate(a) for a in answers]),
             "capability": cap, "answers": answers,
         })
+        if c == 0:
+            unsteered = rows[-1]
     return rows
 
 
@@ -155,6 +160,20 @@ def best_setting(rows: list[dict], *, min_coherence: float = 50, max_repetition:
     """The coherent point (coherence >= min, repetition <= max) with the largest trait score."""
     ok = [r for r in rows if r["coherence"] >= min_coherence and r["repetition"] <= max_repetition]
     return max(ok, key=lambda r: r["trait"]) if ok else None
+
+
+def choose_steering_layer(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], coef: float = 0.3,
+                 questions: list[str] | None = None, **kwargs) -> tuple[int | None, list[dict]]:
+    """Which layer to steer: the one whose answers at ``coef`` show the most trait while coherent.
+
+    Scans ``layers`` at a single coefficient (coherence >= 50 and repetition <= 0.1, as
+    in ``best_setting``). Scan on questions you will not report on (e.g. the trait's
+    extraction questions) so the layer is not picked on the test set. Returns
+    ``(layer, rows)``; the layer is None when no layer stays coherent at ``coef``.
+    """
+    rows = sweep(model, trait, vector, judge, layers=layers, coefs=[coef], questions=questions, **kwargs)
+    best = best_setting(rows)
+    return (best["layer"] if best else None), rows
 
 
 def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict:

@@ -74,3 +74,63 @@ def test_bad_inputs(tiny):
         steer(tiny, other, 2, 1.0)
     assert check_layer(tiny, 2) == 2
     assert pl.tiny_model is not None
+
+
+class _CountingJudge:
+    """Scores by answer length and counts how many answers it was asked to judge."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, trait, questions, answers):
+        from personalab.judges import JudgeScore
+
+        self.calls += 1
+        return [JudgeScore(float(len(a) % 100), 80.0) for a in answers]
+
+
+def test_sweep_grid_measures_unsteered_once(tiny, tmp_cache):
+    from personalab import traits
+    from personalab.steering import sweep
+
+    judge = _CountingJudge()
+    rows = sweep(tiny, traits.load("sad"), _vec(tiny), judge, layers=[1, 3], coefs=[0, 0.5],
+                 questions=["Hi?", "How are you?"], max_new_tokens=4, progress=False)
+    assert [(r["layer"], r["coef"]) for r in rows] == [(1, 0), (1, 0.5), (3, 0), (3, 0.5)]
+    assert judge.calls == 3  # coef 0 is judged once and shared by both layers
+    assert rows[0]["answers"] == rows[2]["answers"] and rows[0]["trait"] == rows[2]["trait"]
+    assert all(len(r["answers"]) == 2 and 0 <= r["repetition"] <= 1 for r in rows)
+
+
+def _row(coef, trait, coherence=80.0, repetition=0.0):
+    return {"layer": 2, "coef": coef, "trait": trait, "coherence": coherence, "repetition": repetition,
+            "capability": 0.8 - coef}
+
+
+def test_curve_summary_stops_at_first_incoherent_point():
+    from personalab.steering import best_setting, curve_summary
+
+    rows = [_row(0, 10), _row(0.1, 20), _row(0.2, 35), _row(0.3, 90, repetition=0.5), _row(0.4, 95, coherence=30)]
+    s = curve_summary(rows)
+    assert s["coherent_coefs"] == [0, 0.1, 0.2] and s["monotonic"] and s["best_coef"] == 0.2
+    assert s["gain"] == pytest.approx(25) and s["capability_cost"] == pytest.approx(0.2)
+    assert best_setting(rows)["coef"] == 0.2
+    dip = curve_summary([_row(0, 10), _row(0.1, 40), _row(0.2, 30)])
+    assert not dip["monotonic"] and dip["gain"] == pytest.approx(30)
+
+
+def test_choose_layer_picks_the_most_trait_among_coherent_layers(tiny, tmp_cache, monkeypatch):
+    from personalab import steering
+
+    fake = {1: (70.0, 80.0, 0.0), 2: (90.0, 30.0, 0.0), 3: (60.0, 80.0, 0.0)}  # layer 2 is incoherent
+
+    def fake_sweep(model, trait, vector, judge, *, layers, coefs, questions=None, **kw):
+        assert list(coefs) == [0.25]
+        return [{"layer": L, "coef": 0.25, "trait": fake[L][0], "coherence": fake[L][1], "repetition": fake[L][2]}
+                for L in layers]
+
+    monkeypatch.setattr(steering, "sweep", fake_sweep)
+    layer, rows = steering.choose_steering_layer(tiny, None, _vec(tiny), None, layers=[1, 2, 3], coef=0.25)
+    assert layer == 1 and len(rows) == 3
+    layer, _ = steering.choose_steering_layer(tiny, None, _vec(tiny), None, layers=[2], coef=0.25)
+    assert layer is None

@@ -1,0 +1,41 @@
+"""The capability check scores choices by log-probability, exactly as a plain forward would."""
+
+import torch
+
+from personalab.capability import Item, capability_score, choice_logprobs, load_items
+from personalab.steering import steer
+from personalab.vectors import PersonaVector
+
+
+def _reference_logprob(tiny, prompt: str, choice: str) -> float:
+    """Sum of log p(choice token | prefix) from an unpadded plain forward."""
+    tok, hf = tiny.tokenizer, tiny._module
+    n_prompt = len(tok(prompt)["input_ids"])
+    ids = tok(prompt + " " + choice, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(hf(ids).logits[0].float(), -1)
+    return sum(logp[j - 1, ids[0, j]].item() for j in range(n_prompt, ids.shape[1]))
+
+
+def test_choice_logprobs_match_plain_forward(tiny):
+    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: 2 + 2 =\nAnswer:"]
+    choices = [["Paris", "the city of London", "Berlin"], ["4", "five hundred and six"]]
+    got = choice_logprobs(tiny, prompts, choices, batch_size=3)  # batches mix prompts and lengths
+    for p, cs, lp in zip(prompts, choices, got, strict=True):
+        want = torch.tensor([_reference_logprob(tiny, p, c) for c in cs])
+        assert torch.allclose(lp, want, atol=1e-3), (lp, want)
+
+
+def test_capability_score_is_accuracy_and_moves_under_steering(tiny):
+    items = load_items()[:12]
+    assert len(load_items()) >= 50 and all(0 <= it.answer < len(it.choices) for it in load_items())
+    plain = capability_score(tiny, items)
+    assert 0 <= plain <= 1 and plain * len(items) == round(plain * len(items))
+    always_first = [Item(it.id, it.question, [it.choices[0]], 0, it.topic) for it in items]
+    assert capability_score(tiny, always_first) == 1.0
+    vec = PersonaVector(50 * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
+                                                      trait="toy", method="test", residual_norm=[2.0] * 5))
+    before = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
+    with steer(tiny, vec, 2, 5.0):
+        during = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
+    assert not torch.allclose(before, during)
