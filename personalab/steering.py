@@ -156,24 +156,30 @@ def _mean(xs) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def is_coherent(row: dict, *, min_coherence: float = 50, max_repetition: float = 0.1) -> bool:
+    """A sweep point whose answers still read as text: coherence >= min and repetition <= max."""
+    return row["coherence"] >= min_coherence and row["repetition"] <= max_repetition
+
+
 def best_setting(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict | None:
-    """The coherent point (coherence >= min, repetition <= max) with the largest trait score."""
-    ok = [r for r in rows if r["coherence"] >= min_coherence and r["repetition"] <= max_repetition]
+    """The coherent point (``is_coherent``) with the largest trait score."""
+    ok = [r for r in rows if is_coherent(r, min_coherence=min_coherence, max_repetition=max_repetition)]
     return max(ok, key=lambda r: r["trait"]) if ok else None
 
 
-def choose_steering_layer(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], coef: float = 0.3,
-                 questions: list[str] | None = None, **kwargs) -> tuple[int | None, list[dict]]:
+def choose_steering_layer(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int],
+                          coef: float = 0.3, questions: list[str] | None = None, **kwargs) -> dict:
     """Which layer to steer: the one whose answers at ``coef`` show the most trait while coherent.
 
-    Scans ``layers`` at a single coefficient (coherence >= 50 and repetition <= 0.1, as
-    in ``best_setting``). Scan on questions you will not report on (e.g. the trait's
-    extraction questions) so the layer is not picked on the test set. Returns
-    ``(layer, rows)``; the layer is None when no layer stays coherent at ``coef``.
+    Scans ``layers`` at a single coefficient (``is_coherent``). Scan on questions you will
+    not report on (e.g. the trait's extraction questions) so the layer is not picked on
+    the test set. Returns ``{"layer", "from_scan", "rows"}``: when no layer stays coherent
+    at ``coef``, ``layer`` falls back to the vector's default layer (chapter 2's
+    diagnostics) and ``from_scan`` is False.
     """
     rows = sweep(model, trait, vector, judge, layers=layers, coefs=[coef], questions=questions, **kwargs)
     best = best_setting(rows)
-    return (best["layer"] if best else None), rows
+    return {"layer": best["layer"] if best else vector.default_layer, "from_scan": best is not None, "rows": rows}
 
 
 def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict:
@@ -188,7 +194,7 @@ def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition
     for r in rows:
         if r["coef"] < 0:
             continue
-        if r["coherence"] < min_coherence or r["repetition"] > max_repetition:
+        if not is_coherent(r, min_coherence=min_coherence, max_repetition=max_repetition):
             break
         coherent.append(r)
     traits_ = [r["trait"] for r in coherent]

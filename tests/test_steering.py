@@ -119,7 +119,7 @@ def test_curve_summary_stops_at_first_incoherent_point():
     assert not dip["monotonic"] and dip["gain"] == pytest.approx(30)
 
 
-def test_choose_layer_picks_the_most_trait_among_coherent_layers(tiny, tmp_cache, monkeypatch):
+def test_choose_steering_layer_picks_the_most_trait_among_coherent_layers(tiny, tmp_cache, monkeypatch):
     from personalab import steering
 
     fake = {1: (70.0, 80.0, 0.0), 2: (90.0, 30.0, 0.0), 3: (60.0, 80.0, 0.0)}  # layer 2 is incoherent
@@ -130,7 +130,9 @@ def test_choose_layer_picks_the_most_trait_among_coherent_layers(tiny, tmp_cache
                 for L in layers]
 
     monkeypatch.setattr(steering, "sweep", fake_sweep)
-    layer, rows = steering.choose_steering_layer(tiny, None, _vec(tiny), None, layers=[1, 2, 3], coef=0.25)
-    assert layer == 1 and len(rows) == 3
-    layer, _ = steering.choose_steering_layer(tiny, None, _vec(tiny), None, layers=[2], coef=0.25)
-    assert layer is None
+    vec = _vec(tiny)
+    vec.meta["default_layer"] = 3
+    pick = steering.choose_steering_layer(tiny, None, vec, None, layers=[1, 2, 3], coef=0.25)
+    assert pick["layer"] == 1 and pick["from_scan"] and len(pick["rows"]) == 3
+    pick = steering.choose_steering_layer(tiny, None, vec, None, layers=[2], coef=0.25)
+    assert pick["layer"] == vec.default_layer == 3 and not pick["from_scan"]  # none coherent: chapter 2's layer
