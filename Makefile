@@ -40,10 +40,12 @@ notebooks: setup
 	$(BIN)/jupytext --quiet --to ipynb --update-metadata '{"kernelspec":{"name":"python3","display_name":"Python 3","language":"python"}}' $(CHAPTERS)
 	mv book/chapters/*.ipynb $(BUILD)/chapters/
 
-# Execute every chapter once, in order, writing the outputs into the notebooks.
+# Execute every chapter once, writing the outputs into the notebooks: WORKERS chapters at a
+# time at one torch thread each, in dependency order (scripts/execute_chapters.py).
+WORKERS ?= 2
 execute: notebooks
 	rm -rf build/results   # every recorded result comes from this execution
-	$(BIN)/python -m pytest -p tests.nbtiming --nbmake --nbmake-timeout=1500 --overwrite -v $(BUILD)/chapters/*.ipynb
+	$(BIN)/python scripts/execute_chapters.py --workers $(WORKERS) --threads 1 $(BUILD)/chapters/*.ipynb
 
 html:
 	$(BIN)/jupyter-book build --quiet $(BUILD) --path-output book
@@ -55,9 +57,7 @@ check-html:
 book: execute html
 
 # CI runs chapters 5 and 6 in their lighter profile (see book/chapters/05_*.md); `make book` runs the full one.
-# CI executes one notebook at a time on an otherwise idle 2-core machine, so it uses both cores (README, Threads).
 test: export PERSONALAB_PROFILE = ci
-test: export PERSONALAB_THREADS = 2
 test: lint unit execute html check-html
 
 assignments: notebooks

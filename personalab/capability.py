@@ -18,6 +18,7 @@ from importlib import resources
 import torch
 
 from personalab.models import model_id, trace_kwargs
+from personalab.profiling import staged
 from personalab.prompting import active_interventions, apply_interventions
 
 NEUTRAL_TEXTS = (
@@ -98,6 +99,7 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
 _UNSTEERED: dict[tuple, float] = {}
 
 
+@staged("capability")
 def capability_score(model, items: Sequence[Item] | None = None) -> float:
     """Accuracy (0-1) on the capability items, scored by log-probability.
 
@@ -115,6 +117,7 @@ def capability_score(model, items: Sequence[Item] | None = None) -> float:
     return acc
 
 
+@staged("capability")
 def neutral_kl(model, reference_logits: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
     """Mean KL(reference || current) of next-token distributions on neutral text.
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from personalab.judges import Judge, JudgeScore
 from personalab.models import d_model, decoder_layers, model_id, n_layers, trace_kwargs
+from personalab.profiling import stage
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
 from personalab.vectors import PersonaVector, choose_layer, layer_diagnostics
@@ -33,7 +34,7 @@ def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None)
         raise ValueError("residual_stream needs at least one prompt")
     last = n_layers(model) if upto is None else upto
     blocks = decoder_layers(model)
-    with model.trace(prompts, **trace_kwargs(model)) as tracer:
+    with stage("activations"), model.trace(prompts, **trace_kwargs(model)) as tracer:
         saved = nnsight.save([model.model.embed_tokens.output])
         for i in range(last):  # modules must be read in forward order
             saved.append(blocks[i].output)
@@ -74,7 +75,7 @@ class ContrastiveSet:
 
 def generate_contrastive(model, trait: Trait, *, split: str = "extraction", instructions_per_question: int = 1,
                          max_new_tokens: int = 48, temperature: float = 0.0, seed: int = 0,
-                         batch_size: int = 16) -> ContrastiveSet:
+                         batch_size: int = 64) -> ContrastiveSet:
     """Answer each question under p+ and p- (step 1 of the method).
 
     With ``instructions_per_question=1`` question ``j`` uses instruction pair ``j % 5``
@@ -95,8 +96,8 @@ def generate_contrastive(model, trait: Trait, *, split: str = "extraction", inst
     p_pos = [chat_prompt(tok, q, trait.system_prompt(i, True)) for q, i in zip(qs, idx, strict=True)]
     p_neg = [chat_prompt(tok, q, trait.system_prompt(i, False)) for q, i in zip(qs, idx, strict=True)]
     kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
-    a_pos = generate(model, p_pos, desc=f"{trait.name} p+", **kw)
-    a_neg = generate(model, p_neg, desc=f"{trait.name} p-", **kw)
+    answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
+    a_pos, a_neg = answers[:len(p_pos)], answers[len(p_pos):]
     return ContrastiveSet(trait.name, qs, idx, p_pos, p_neg, a_pos, a_neg,
                           settings={"split": split, "instructions_per_question": instructions_per_question, **kw})
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
 from personalab.models import check_layer, model_id, set_threads, writable_cache_root
+from personalab.profiling import staged
 from personalab.prompting import chat_prompt
 from personalab.vectors import PersonaVector
 
@@ -182,7 +183,7 @@ class TrainingSteering:
     def install(self, hf_model) -> torch.utils.hooks.RemovableHandle:
         """Register the forward hook on block ``layer`` of a Hugging Face model; returns the handle."""
         unit = self.vector.unit(self.layer)
-        shift = self.coef * self.vector.residual_norm(self.layer) * unit if self.mode == "add" else None
+        shift = self.vector.shift(self.layer, self.coef, "norm") if self.mode == "add" else None
 
         def hook(_module, _inputs, output):
             h = output[0] if isinstance(output, tuple) else output
@@ -206,9 +207,11 @@ def _hf_blocks(hf_model):
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA and optimiser settings. ``threads=None`` uses every core while training
-    (measured on 2 cores: a batch of 8 x 64 tokens took 2.3-2.6 s per step with 2
-    threads and 4.7-7.4 s with 1), then restores the previous thread count."""
+    """LoRA and optimiser settings. ``threads=None`` trains with the thread count
+    personalab is configured with (``$PERSONALAB_THREADS``); a number sets it for the
+    training steps only (measured on 2 idle cores: a batch of 8 x 64 tokens took
+    2.3-2.6 s per step with 2 threads and 4.7-7.4 s with 1). The book's build runs two
+    chapters side by side at one thread each, so it must not take every core here."""
 
     rank: int = 8
     alpha: int = 16
@@ -287,6 +290,7 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
     return FineTuned(_wrap(model, net.merge_and_unload(), key), losses, settings, steer_info, path)
 
 
+@staged("lora_training")
 def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc: str):
     from peft import LoraConfig, get_peft_model
 
@@ -301,7 +305,7 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
     perm, pos, losses = torch.randperm(n, generator=order), 0, []
     handle = steering.install(net) if steering else None
     before = torch.get_num_threads()
-    set_threads(settings.threads or os.cpu_count() or 1)
+    set_threads(settings.threads or before)
     try:
         bar = tqdm(range(settings.steps), desc=desc, disable=not progress, leave=False)
         for _ in bar:

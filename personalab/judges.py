@@ -32,6 +32,7 @@ from typing import Protocol
 
 import torch
 
+from personalab.profiling import staged
 from personalab.traits import Trait
 
 
@@ -161,6 +162,7 @@ class OpenAIJudge:
             time.sleep(self.backoff_s * 2**attempt)
         raise err  # type: ignore[misc]
 
+    @staged("judging")
     def score(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
         out = []
         for q, a in zip(questions, answers, strict=True):
@@ -247,6 +249,7 @@ class EmbeddingJudge:
             self._heads[trait.name] = (clf, (f_pos + f_neg) / 2, max((f_pos - f_neg) / 2, 1e-6))
         return self._heads[trait.name]
 
+    @staged("judging")
     def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
         """Calibrated trait score 0-100 from the exemplar classifier.
 
@@ -259,6 +262,7 @@ class EmbeddingJudge:
         z = (clf.decision_function(self.embed(answers)) - mid) / half
         return [float(v) for v in 100 / (1 + np.exp(-2.197 * z))]
 
+    @staged("judging")
     def coherence_scores(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         """Fluency (log-prob) x (1 - repetition), 0-100; empty answers score 0."""
         lps = answer_logprob(self.model, questions, answers) if self.model is not None else None

@@ -170,10 +170,18 @@ def load_model(
             the model is then loaded as a meta "shell" locally.
         cache_dir: override ``$PERSONALAB_CACHE``.
     """
-    import nnsight
+    from personalab.profiling import stage
 
     if not _threads_configured:
         set_threads()
+    with stage("model_load"):
+        return _load(name, device, dtype, remote, cache_dir)
+
+
+def _load(name: str, device: str, dtype: torch.dtype | None, remote: bool, cache_dir):
+    """``load_model``'s work, timed as the ``model_load`` stage."""
+    import nnsight
+
     if remote:
         lm = nnsight.TransformersModel(name, task="text-generation")
         _REMOTE.add(id(lm))

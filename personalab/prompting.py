@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
 from personalab.models import model_id, trace_kwargs, writable_cache_root
+from personalab.profiling import stage
 
 
 def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
@@ -75,8 +76,10 @@ def generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict 
     ``skip_special_tokens=True``). Active ``steer`` blocks and ``extra`` interventions
     run at every step.
     """
-    hooks = [*active_interventions(model), *extra]
-    with warnings.catch_warnings():
+    # An intervention with no layers would leave the step loop's body empty, and an
+    # nnsight iter loop that touches no module never ends: drop such hooks.
+    hooks = [h for h in (*active_interventions(model), *extra) if h.layers]
+    with stage("generation"), warnings.catch_warnings():
         # nnsight warns that an open-ended iter loop ends "never reached": expected here.
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         ids = _run_generation(model, texts, max_new_tokens, sampling or {"do_sample": False}, hooks)
@@ -104,7 +107,7 @@ def generate(
     max_new_tokens: int = 48,
     temperature: float = 0.0,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = 64,
     cache: bool = True,
     interventions: Sequence[Intervention] = (),
     desc: str = "generating",
@@ -112,8 +115,13 @@ def generate(
 ) -> list[str]:
     """Answers to already-templated ``prompts`` (see ``chat_prompt``), batch by batch.
 
+    Prompts are sorted by length before batching (so little compute goes to padding)
+    and the answers are returned in the original order. Batches of 64 run about 1.4x
+    the tokens per second of batches of 16 on one CPU thread (``make bench``).
+    An intervention with a ``select(rows)`` method acts per prompt: it is asked for
+    the intervention of each batch's rows (indices into ``prompts``).
     ``temperature=0`` is greedy; otherwise sampling is seeded per batch with
-    ``seed + batch_index`` so results do not depend on what was cached.
+    ``seed + batch_index``.
     """
     prompts = list(prompts)
     if not prompts:
@@ -121,30 +129,44 @@ def generate(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
-    hooks = [*active_interventions(model), *interventions]
-    uncacheable = any(h.cache_key() is None for h in hooks)
+    lengths = [len(ids) for ids in model.tokenizer(prompts)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     root = writable_cache_root() / "generations"
-    answers: list[str] = []
+    answers: list[str] = [""] * len(prompts)
     batches = range(0, len(prompts), batch_size)
     for b, start in enumerate(tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False)):
-        texts = prompts[start:start + batch_size]
+        rows = order[start:start + batch_size]
+        texts = [prompts[i] for i in rows]
+        extra = [h.select(rows) if hasattr(h, "select") else h for h in interventions]
+        hooks = [*active_interventions(model), *extra]
+        cacheable = cache and all(h.cache_key() is not None for h in hooks)
         key = stable_hash([model_id(model), texts, max_new_tokens, sampling, seed + b,
                            [h.cache_key() for h in hooks]])
         path = root / f"{key}.json"
-        if cache and not uncacheable and path.is_file():
-            try:
-                answers += read_json(path, "generation cache entry")
-                continue
-            except ValueError:
-                pass  # a corrupt entry is regenerated below
-        if sampling["do_sample"]:
-            torch.manual_seed(seed + b)
-        new_ids = generate_batch(model, texts, max_new_tokens, sampling, interventions)
-        out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-        if cache and not uncacheable:
-            atomic_write_json(path, out)
-        answers += out
+        out = _read_cached(path, len(texts)) if cacheable else None
+        if out is None:
+            if sampling["do_sample"]:
+                torch.manual_seed(seed + b)
+            new_ids = generate_batch(model, texts, max_new_tokens, sampling, extra)
+            out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+            if cacheable:
+                atomic_write_json(path, out)
+        for i, answer in zip(rows, out, strict=True):
+            answers[i] = answer
     return answers
+
+
+def _read_cached(path, n: int) -> list[str] | None:
+    """A cached batch of ``n`` answers, or None when absent or not a list of ``n`` strings."""
+    if not path.is_file():
+        return None
+    try:
+        out = read_json(path, "generation cache entry")
+    except ValueError:
+        return None  # corrupt: regenerated by the caller
+    if not isinstance(out, list) or len(out) != n or not all(isinstance(a, str) for a in out):
+        return None
+    return out
 
 
 def ask(model, questions: Sequence[str], system: str | None = None, **kwargs) -> list[str]:

@@ -22,7 +22,7 @@ interventions. Negative ``coef`` suppresses the trait.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -57,9 +57,7 @@ class Steering:
 
     def delta(self, layer: int) -> torch.Tensor:
         """The vector added at ``layer`` ([d_model])."""
-        if self.coef_mode == "raw":
-            return self.coef * self.vector.at(layer)
-        return self.coef * self.vector.residual_norm(layer) * self.vector.unit(layer)
+        return self.vector.shift(layer, self.coef, self.coef_mode)
 
     def cache_key(self) -> object:
         return ["steer", stable_hash(self.vector.vectors.tolist()), self.layers, self.coef,
@@ -108,6 +106,40 @@ def steered_answers(model, vector: PersonaVector, questions: list[str], layer: i
         return ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
 
 
+class RowSteering:
+    """Steering that differs per prompt: row ``i`` adds ``vector.shift(layer_i, coef_i)`` at its layer.
+
+    ``specs[i]`` is ``(layer, coef)`` or None (row ``i`` unsteered). Passed to
+    ``generate(..., interventions=[...])``, which asks it for each batch's rows
+    (``select``), so one batched generation answers every point of a sweep at once.
+    Every position of a steered row is shifted, at every step (``positions="all"``).
+    """
+
+    def __init__(self, model, vector: PersonaVector, specs: Sequence[tuple[int, float] | None],
+                 coef_mode: str = "norm"):
+        vector.check_model(model)
+        self.model, self.vector, self.coef_mode = model, vector, coef_mode
+        self.specs = [None if sp is None or sp[1] == 0 else (check_layer(model, sp[0], allow_embeddings=False),
+                                                             float(sp[1])) for sp in specs]
+        self.layers = tuple(sorted({sp[0] for sp in self.specs if sp is not None}))
+        d = vector.vectors.shape[1]
+        self.deltas = {layer: torch.zeros(len(self.specs), d) for layer in self.layers}  # [rows, d] per layer
+        for i, sp in enumerate(self.specs):
+            if sp is not None:
+                self.deltas[sp[0]][i] = vector.shift(sp[0], sp[1], coef_mode)
+
+    def select(self, rows: Sequence[int]) -> RowSteering:
+        """The same steering for a batch made of ``rows`` (indices into ``specs``)."""
+        return RowSteering(self.model, self.vector, [self.specs[i] for i in rows], self.coef_mode)
+
+    def cache_key(self) -> object:
+        return ["row-steer", stable_hash(self.vector.vectors.tolist()), self.specs, self.coef_mode]
+
+    def on_layer(self, model, layer: int, step: int) -> None:
+        out = layer_output(model, layer)
+        out[:] += self.deltas[layer].to(dtype=out.dtype, device=out.device)[:, None, :]
+
+
 def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], coefs: Iterable[float],
           questions: list[str] | None = None, system: str | None = None, capability: bool = False,
           max_new_tokens: int = 48, coef_mode: str = "norm", progress: bool = True) -> list[dict]:
@@ -117,38 +149,36 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
     trait/coherence are means over ``questions`` (the trait's evaluation questions by
     default), repetition is the mean share of repeated word 3-grams, capability the
     accuracy on the capability items under the same steering (None unless asked).
+    All points are answered in one batched generation (``RowSteering``) and judged in
+    one call; coefficient 0 is the same model at every layer, so it is answered once.
     """
     from tqdm.auto import tqdm
 
     from personalab.capability import capability_score
     from personalab.judges import repetition_rate
+    from personalab.prompting import chat_prompt, generate
 
-    questions = questions or trait.evaluation_questions
-    grid = [(layer, c) for layer in layers for c in coefs]
-    rows, unsteered = [], None
-    for layer, c in tqdm(grid, desc=f"sweep {trait.name}", disable=not progress):
-        if c == 0 and unsteered is not None:  # coef 0 is the same model at every layer: measure it once
-            rows.append({**unsteered, "layer": layer})
-            continue
-        answers = steered_answers(model, vector, questions, layer, c, system=system,
-                                  max_new_tokens=max_new_tokens, coef_mode=coef_mode)
-        scores = judge.score(trait, questions, answers)
+    questions = list(questions or trait.evaluation_questions)
+    grid = [(layer, float(c)) for layer in layers for c in coefs]
+    points = list(dict.fromkeys((None if c == 0 else (layer, c)) for layer, c in grid))  # unique, in order
+    prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
+    specs = [p for p in points for _ in questions]
+    answers = generate(model, prompts * len(points), max_new_tokens=max_new_tokens, desc=f"sweep {trait.name}",
+                       interventions=[RowSteering(model, vector, specs, coef_mode)], progress=progress)
+    scores = judge.score(trait, questions * len(points), answers)
+    n = len(questions)
+    measured = {}
+    for k, point in enumerate(tqdm(points, desc=f"capability {trait.name}", disable=not (progress and capability))):
+        ans, sc = answers[k * n:(k + 1) * n], scores[k * n:(k + 1) * n]
         cap = None
-        if capability and c == 0:
+        if capability and point is None:
             cap = capability_score(model)  # remembered after the first call
         elif capability:
-            with steer(model, vector, layer, c, coef_mode=coef_mode):
+            with steer(model, vector, point[0], point[1], coef_mode=coef_mode):
                 cap = capability_score(model)
-        rows.append({
-            "layer": layer, "coef": c,
-            "trait": _mean([s.trait for s in scores]),
-            "coherence": _mean([s.coherence for s in scores]),
-            "repetition": _mean([repetition_rate(a) for a in answers]),
-            "capability": cap, "answers": answers,
-        })
-        if c == 0:
-            unsteered = rows[-1]
-    return rows
+        measured[point] = {"trait": _mean([s.trait for s in sc]), "coherence": _mean([s.coherence for s in sc]),
+                           "repetition": _mean([repetition_rate(a) for a in ans]), "capability": cap, "answers": ans}
+    return [{"layer": layer, "coef": c, **measured[None if c == 0 else (layer, c)]} for layer, c in grid]
 
 
 def _mean(xs) -> float:

@@ -62,6 +62,19 @@ class PersonaVector:
         v = self.at(layer)
         return v / v.norm().clamp_min(1e-8)
 
+    def shift(self, layer: int, coef: float, coef_mode: str = "norm") -> torch.Tensor:
+        """The vector that steering adds at ``layer`` ([d_model]); the one definition used
+        at inference (``steer``) and during training (``TrainingSteering``).
+
+        ``"norm"``: ``coef x residual_norm(layer) x unit(layer)``, so one coefficient is
+        the same push at every layer; ``"raw"``: ``coef x at(layer)``.
+        """
+        if coef_mode == "raw":
+            return coef * self.at(layer)
+        if coef_mode == "norm":
+            return coef * self.residual_norm(layer) * self.unit(layer)
+        raise ValueError(f"coef_mode must be 'raw' or 'norm', got {coef_mode!r}")
+
     def residual_norm(self, layer: int) -> float:
         """Typical residual-stream norm at ``layer`` (measured during extraction)."""
         norms = self.meta.get("residual_norm")

@@ -80,12 +80,13 @@ class _CountingJudge:
     """Scores by answer length and counts how many answers it was asked to judge."""
 
     def __init__(self):
-        self.calls = 0
+        self.calls = self.n_answers = 0
 
     def score(self, trait, questions, answers):
         from personalab.judges import JudgeScore
 
         self.calls += 1
+        self.n_answers += len(answers)
         return [JudgeScore(float(len(a) % 100), 80.0) for a in answers]
 
 
@@ -97,9 +98,56 @@ def test_sweep_grid_measures_unsteered_once(tiny, tmp_cache):
     rows = sweep(tiny, traits.load("sad"), _vec(tiny), judge, layers=[1, 3], coefs=[0, 0.5],
                  questions=["Hi?", "How are you?"], max_new_tokens=4, progress=False)
     assert [(r["layer"], r["coef"]) for r in rows] == [(1, 0), (1, 0.5), (3, 0), (3, 0.5)]
-    assert judge.calls == 3  # coef 0 is judged once and shared by both layers
+    assert judge.calls == 1  # every point judged in one call; coef 0 answered once, shared by both layers
+    assert judge.n_answers == 6  # 3 distinct points x 2 questions
     assert rows[0]["answers"] == rows[2]["answers"] and rows[0]["trait"] == rows[2]["trait"]
     assert all(len(r["answers"]) == 2 and 0 <= r["repetition"] <= 1 for r in rows)
+
+
+def test_sweep_points_equal_one_steer_block_each(tiny, tmp_cache):
+    """The batched sweep (RowSteering) gives each point the answers ``steer`` gives it."""
+    from personalab import traits
+    from personalab.prompting import ask
+    from personalab.steering import sweep
+
+    vec, qs = _vec(tiny), ["Hi?", "How are you?"]
+    rows = sweep(tiny, traits.load("sad"), vec, _CountingJudge(), layers=[1, 3], coefs=[0, 2.0, -1.0],
+                 questions=qs, max_new_tokens=5, coef_mode="raw", progress=False)
+    for r in rows:
+        if r["coef"] == 0:
+            want = ask(tiny, qs, max_new_tokens=5, cache=False)
+        else:
+            with steer(tiny, vec, r["layer"], r["coef"], coef_mode="raw"):
+                want = ask(tiny, qs, max_new_tokens=5, cache=False)
+        assert r["answers"] == want, (r["layer"], r["coef"])
+    assert len({tuple(r["answers"]) for r in rows}) > 2  # the steering really changed answers
+
+
+def test_row_steering_matches_forward_hook_per_row(tiny, tmp_cache):
+    """Row i of one batch gets its own shift at its own layer, as a per-row forward hook does."""
+    from personalab.steering import RowSteering
+
+    vec = _vec(tiny)
+    hf, tok = tiny._module, tiny.tokenizer
+    prompts = [chat_prompt(tok, q) for q in ("Hello there?", "Why?", "Tell me a story.")]
+    specs = [(2, 1.5), None, (3, -2.0)]
+    # generate() sorts prompts by length; the reference hooks the same batch in the same order
+    order = sorted(range(3), key=lambda i: len(tok(prompts[i])["input_ids"]))
+    handles = []
+    for layer in (2, 3):
+        rows = torch.stack([specs[i][1] * vec.at(layer) if specs[i] and specs[i][0] == layer else torch.zeros(64)
+                            for i in order])  # [3, d]
+        handles.append(hf.model.layers[layer - 1].register_forward_hook(
+            lambda mod, inp, out, rows=rows: out + rows[:, None, :]))
+    enc = tok([prompts[i] for i in order], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        ids = hf.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    for h in handles:
+        h.remove()
+    want = dict(zip(order, tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)))
+    got = generate(tiny, prompts, max_new_tokens=5, cache=False,
+                   interventions=[RowSteering(tiny, vec, specs, coef_mode="raw")])
+    assert got == [want[i] for i in range(3)]
 
 
 def _row(coef, trait, coherence=80.0, repetition=0.0):
@@ -136,3 +184,14 @@ def test_choose_steering_layer_picks_the_most_trait_among_coherent_layers(tiny, 
     assert pick["layer"] == 1 and pick["from_scan"] and len(pick["rows"]) == 3
     pick = steering.choose_steering_layer(tiny, None, vec, None, layers=[2], coef=0.25)
     assert pick["layer"] == vec.default_layer == 3 and not pick["from_scan"]  # none coherent: chapter 2's layer
+
+
+def test_generate_keeps_prompt_order_and_rebuilds_bad_cache_entries(tiny, tmp_cache):
+    """Prompts are batched by length, answers come back in the caller's order; a cache entry of
+    the wrong shape is regenerated, not returned."""
+    prompts = [chat_prompt(tiny.tokenizer, q) for q in ("A much longer question about the sea?", "Hi?", "Why?")]
+    first = generate(tiny, prompts, max_new_tokens=4, batch_size=2)
+    assert generate(tiny, prompts[::-1], max_new_tokens=4, batch_size=2)[::-1] == first
+    for entry in (tmp_cache / "generations").glob("*.json"):
+        entry.write_text('{"not": "a list"}')
+    assert generate(tiny, prompts, max_new_tokens=4, batch_size=2) == first

@@ -1,0 +1,116 @@
+"""Execute the book's chapter notebooks with nbmake, several at a time, in dependency order.
+
+    python scripts/execute_chapters.py --workers 2 build/book/chapters/*.ipynb
+
+Each chapter runs in its own ``pytest --nbmake --overwrite`` process (so its outputs
+land in the notebook) with ``PERSONALAB_THREADS`` threads (default 1) and
+``PERSONALAB_CHAPTER`` set, so the library's stage profiler (``personalab.profiling``)
+records where the chapter's time goes. A chapter starts only when the chapters it reads
+from have passed (``NEEDS``: later chapters load chapter 2's cached persona vectors and
+chapter 6 re-uses chapter 5's fine-tuned adapters); among the ready ones the longest
+(by ``perf.chapter_seconds`` in ``benchmarks/results.json``) goes first. Why several at
+once: on two cores, two chapters at one thread each finish sooner than one chapter at
+two threads (README, "How long it takes").
+
+Prints each chapter's seconds and the total, writes ``build/chapter_seconds.json`` and
+each chapter's log to ``build/logs/``; exits 1 if any chapter failed (its log's tail is
+printed, and the chapters that need it are not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NEEDS = {"03": {"02"}, "04": {"02"}, "05": {"02"}, "06": {"02", "05"}}  # chapter number -> chapters it reads
+
+
+def number(nb: Path) -> str:
+    """``"03"`` for ``03_steering.ipynb``."""
+    return nb.stem.split("_", 1)[0]
+
+
+def expected_seconds() -> dict[str, float]:
+    """The last recorded duration of each chapter (for longest-first ordering)."""
+    path = ROOT / "benchmarks" / "results.json"
+    try:
+        return json.loads(path.read_text())["perf"]["chapter_seconds"]
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def launch(nb: Path, threads: int, timeout: int, logs: Path) -> subprocess.Popen:
+    env = dict(os.environ, PERSONALAB_THREADS=str(threads), PERSONALAB_CHAPTER=nb.stem)
+    log = (logs / f"{nb.stem}.log").open("w")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
+           f"--nbmake-timeout={timeout}", "--overwrite", str(nb)]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("notebooks", nargs="+", type=Path)
+    ap.add_argument("--workers", type=int, default=2, help="chapters executed at once (default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per chapter (default 1)")
+    ap.add_argument("--timeout", type=int, default=1500, help="seconds per cell (nbmake)")
+    args = ap.parse_args()
+    if args.workers < 1 or args.threads < 1:
+        ap.error("--workers and --threads must be >= 1")
+    logs = ROOT / "build" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    est = expected_seconds()
+    pending = sorted(args.notebooks, key=lambda nb: -est.get(nb.stem, 0))
+    known = {number(nb) for nb in args.notebooks}
+    running: dict[Path, tuple[subprocess.Popen, float]] = {}
+    done: dict[str, float] = {}
+    failed: list[Path] = []
+    start = time.time()
+
+    def ready(nb: Path) -> bool:
+        return all(n in {number(Path(d)) for d in done} or n not in known for n in NEEDS.get(number(nb), ()))
+
+    while pending or running:
+        blocked = {number(f) for f in failed}
+        for nb in [nb for nb in pending if NEEDS.get(number(nb), set()) & blocked]:
+            pending.remove(nb)
+            failed.append(nb)
+            print(f"[{time.time() - start:6.0f} s] skip  {nb.stem}: a chapter it needs failed", flush=True)
+        while len(running) < args.workers and (nxt := next((nb for nb in pending if ready(nb)), None)):
+            pending.remove(nxt)
+            running[nxt] = (launch(nxt, args.threads, args.timeout, logs), time.time())
+            print(f"[{time.time() - start:6.0f} s] start {nxt.stem}", flush=True)
+        time.sleep(2)
+        for nb, (proc, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[nb]
+            secs = round(time.time() - t0, 1)
+            ok = proc.returncode == 0
+            print(f"[{time.time() - start:6.0f} s] {'done ' if ok else 'FAIL '} {nb.stem}: {secs} s", flush=True)
+            if ok:
+                done[nb.stem] = secs
+            else:
+                failed.append(nb)
+                tail = (logs / f"{nb.stem}.log").read_text(errors="replace")[-6000:]
+                print(f"----- {nb.stem} failed; the end of build/logs/{nb.stem}.log -----\n{tail}", flush=True)
+    total = round(time.time() - start, 1)
+    out = ROOT / "build" / "chapter_seconds.json"
+    out.write_text(json.dumps(dict(sorted(done.items())), indent=2) + "\n")
+    print("----- chapter durations (each at", args.threads, "thread(s),", args.workers, "at a time) -----")
+    for name, secs in sorted(done.items()):
+        print(f"{secs:8.1f} s  {name}")
+    print(f"{total:8.1f} s  all chapters (wall clock)")
+    if failed:
+        print("failed or skipped:", ", ".join(nb.stem for nb in failed))
+    print(f"{len(done)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
