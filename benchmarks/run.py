@@ -138,6 +138,52 @@ def bench_steer_and_monitor(model, n: int = 16, tokens: int = 48) -> dict:
             "perf.plain_generate_16x48_s": t_plain}
 
 
+def bench_matmul() -> dict:
+    """The machine's own limit: GFLOP/s of a plain matmul of the model's MLP shapes (576 x 1536).
+
+    Per dtype, thread count and batch (rows); a generation step at batch b is mostly such
+    matmuls, so this is the roofline that tokens/s is compared with.
+    """
+    out: dict = {}
+    before = torch.get_num_threads()
+    for dtype in (torch.float32, torch.bfloat16):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for batch in (1, 16, 64, 256):
+                x, w = torch.randn(batch, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+                reps = max(20, 20000 // batch)
+                t = timed(lambda x=x, w=w, reps=reps: [x @ w for _ in range(reps)], repeats=3)
+                name = str(dtype).removeprefix("torch.")
+                out.setdefault(name, {}).setdefault(f"threads_{threads}", {})[f"batch_{batch}"] = \
+                    2 * batch * 576 * 1536 * reps / t / 1e9
+    torch.set_num_threads(before)
+    return {"perf.matmul_gflops": out}
+
+
+def bench_roofline(model, tokens_per_s_64: float, gflops: dict) -> dict:
+    """tokens/s x 2 x parameters over the matmul GFLOP/s, both at batch 64 and one thread (float32)."""
+    params = sum(p.numel() for p in model._module.parameters())
+    limit = gflops["float32"]["threads_1"]["batch_64"] * 1e9
+    return {"perf.generate_roofline_fraction": tokens_per_s_64 * 2 * params / limit, "perf.model_parameters": params}
+
+
+def bench_bf16(model, n: int = 64, tokens: int = 32) -> dict:
+    """Generation in bfloat16 vs float32 (batch 64, one thread): speed, and how often the answers agree."""
+    prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS[:n]]
+    answers, speed = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model._module.to(dtype)
+        start = time.perf_counter()
+        answers[dtype] = generate(model, prompts, max_new_tokens=tokens, batch_size=64, cache=False, progress=False)
+        speed[str(dtype).removeprefix("torch.")] = n * tokens / (time.perf_counter() - start)
+    model._module.to(torch.float32)
+    a, b = answers[torch.float32], answers[torch.bfloat16]
+    first_words = sum(x.split()[:5] == y.split()[:5] for x, y in zip(a, b, strict=True)) / n
+    return {"perf.bf16.tokens_per_s": speed, "perf.bf16.speedup": speed["bfloat16"] / speed["float32"],
+            "perf.bf16.same_answer": sum(x == y for x, y in zip(a, b, strict=True)) / n,
+            "perf.bf16.same_first_5_words": first_words}
+
+
 def merged_science() -> dict:
     flat = {}
     for path in sorted((ROOT / "build" / "results").glob("*.json")):
@@ -145,6 +191,9 @@ def merged_science() -> dict:
     secs = ROOT / "build" / "chapter_seconds.json"
     if secs.is_file():
         flat["perf.chapter_seconds"] = json.loads(secs.read_text())
+    total = ROOT / "build" / "make_test_seconds.txt"  # written by .ci/run
+    if total.is_file():
+        flat["perf.make_test_seconds"] = float(total.read_text())
     return flat
 
 
@@ -156,6 +205,9 @@ def main() -> None:
     model = pl.load_model()
     flat.update(bench_extract_vs_hook(model))
     flat.update(bench_generate(model))
+    flat.update(bench_matmul())
+    flat.update(bench_roofline(model, flat["perf.generate_tokens_per_s"]["batch_64"], flat["perf.matmul_gflops"]))
+    flat.update(bench_bf16(model))
     flat.update(bench_extract_100(model))
     flat.update(bench_steer_and_monitor(model))
     science = merged_science()

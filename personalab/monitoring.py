@@ -37,16 +37,21 @@ def project(acts: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
     return acts.float() @ unit.float()
 
 
-def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector, layer: int,
-                           batch_size: int = 16) -> torch.Tensor:
-    """Projection of each prompt's last token at ``layer`` on the trait direction ([n])."""
-    vector.check_model(model)
+def last_token_activations(model, prompts: Sequence[str], layer: int, batch_size: int = 16) -> torch.Tensor:
+    """The residual stream of each prompt's last token at ``layer``: ``[n, d_model]``."""
     check_layer(model, layer)
     out = []
     for s in range(0, len(prompts), batch_size):
         hs = residual_stream(model, list(prompts[s:s + batch_size]), upto=layer)  # left-padded
-        out.append(project(hs[:, layer, -1], vector.at(layer)))
+        out.append(hs[:, layer, -1])
     return torch.cat(out)
+
+
+def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector, layer: int,
+                           batch_size: int = 16) -> torch.Tensor:
+    """Projection of each prompt's last token at ``layer`` on the trait direction ([n])."""
+    vector.check_model(model)
+    return project(last_token_activations(model, prompts, layer, batch_size), vector.at(layer))
 
 
 def prompt_projections(model, prompts: Sequence[str], vector: PersonaVector, layers: Sequence[int],
@@ -90,11 +95,13 @@ def _per_prompt_means(levels: Sequence[int], values: Sequence[float]) -> list[fl
 
 
 def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judge: Judge, layer: int, *,
-                          n_questions: int = 10, max_new_tokens: int = 48, with_coherence: bool = False) -> dict:
+                          n_questions: int = 10, max_new_tokens: int = 48, with_coherence: bool = False,
+                          split: str = "evaluation") -> dict:
     """Does the last prompt token's projection predict the trait of the answer?
 
     For each of the trait's 8 graded system prompts (0 = suppressing ... 7 = eliciting)
-    and its first ``n_questions`` evaluation questions: the projection of the last
+    and the first ``n_questions`` questions of ``split`` (``"extraction"`` to choose a
+    layer without touching the evaluation questions): the projection of the last
     prompt token at ``layer`` on the unit vector, and the judged trait score of the
     greedy answer. Returns per-sample lists (``levels``, ``questions``, ``prompts``,
     ``answers``, ``projections``, ``scores``, ``coherence``), per-prompt means
@@ -110,11 +117,13 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
         raise ValueError(f"trait {trait.name!r} has no graded_prompts: the experiment needs 8 of them")
     if vector.trait != trait.name:
         raise ValueError(f"the vector is for {vector.trait!r}, the trait is {trait.name!r}")
-    n_eval = len(trait.evaluation_questions)
-    if not 1 <= n_questions <= n_eval:
-        raise ValueError(f"n_questions must be 1..{n_eval}, got {n_questions}")
+    if split not in ("extraction", "evaluation"):
+        raise ValueError(f"split must be 'extraction' or 'evaluation', got {split!r}")
+    pool = trait.questions[split]
+    if not 1 <= n_questions <= len(pool):
+        raise ValueError(f"n_questions must be 1..{len(pool)} (the trait's {split} questions), got {n_questions}")
     check_layer(model, layer)
-    qs = trait.evaluation_questions[:n_questions]
+    qs = pool[:n_questions]
     rows = [(lev, q) for lev in range(len(trait.graded_prompts)) for q in qs]
     levels, questions = [r[0] for r in rows], [r[1] for r in rows]
     prompts = [chat_prompt(model.tokenizer, q, trait.graded_prompts[lev]) for lev, q in rows]
@@ -127,7 +136,8 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
         scores = [math.nan if s.trait is None else float(s.trait) for s in judged]
         coherence = [math.nan if s.coherence is None else float(s.coherence) for s in judged]
     p_proj, p_score = _per_prompt_means(levels, proj), _per_prompt_means(levels, scores)
-    return dict(trait=trait.name, layer=layer, n=len(rows), levels=levels, questions=questions, prompts=prompts,
+    return dict(trait=trait.name, layer=layer, split=split, n=len(rows), levels=levels, questions=questions,
+                prompts=prompts,
                 answers=answers, projections=proj, scores=scores, coherence=coherence,
                 prompt_projection=p_proj, prompt_score=p_score,
                 r_per_sample=_pearson_finite(proj, scores), r_per_prompt=_pearson_finite(p_proj, p_score))
@@ -150,6 +160,28 @@ def r_by_layer(model, experiment: dict, vector: PersonaVector, layers: Sequence[
     return {"layers": list(layers), "r_per_sample": per_sample, "r_per_prompt": per_prompt}
 
 
+def choose_monitoring_layer(model, trait: Trait | str, vector: PersonaVector, judge: Judge, *,
+                            layers: Sequence[int] | None = None, n_questions: int = 5,
+                            max_new_tokens: int = 48) -> dict:
+    """Which layer's last-prompt projection predicts the trait, chosen on *extraction* questions.
+
+    Runs ``prediction_experiment`` on the first ``n_questions`` extraction questions and
+    ``r_by_layer`` over ``layers`` (default: every block), and picks the layer with the
+    highest per-sample r. The evaluation questions play no part, so correlations
+    reported there at this layer are not flattered by the choice. Returns ``{"layer",
+    "sweep", "experiment"}``.
+    """
+    layers = list(layers) if layers is not None else list(range(1, vector.n_layers + 1))
+    exp = prediction_experiment(model, trait, vector, judge, vector.default_layer, n_questions=n_questions,
+                                max_new_tokens=max_new_tokens, split="extraction")
+    sweep = r_by_layer(model, exp, vector, layers)
+    finite = [j for j, r in enumerate(sweep["r_per_sample"]) if math.isfinite(r)]
+    if not finite:
+        raise ValueError(f"no layer gives a finite correlation for {exp['trait']!r}: the judged scores do not vary")
+    best = max(finite, key=lambda j: sweep["r_per_sample"][j])
+    return {"layer": layers[best], "sweep": sweep, "experiment": exp}
+
+
 def response_threshold(model, experiment: dict, vector: PersonaVector, layer: int,
                        low: int = 0, high: int = 7) -> float:
     """A Monitor threshold calibrated on measured answers.
@@ -167,6 +199,50 @@ def response_threshold(model, experiment: dict, vector: PersonaVector, layer: in
                                   [experiment["answers"][i] for i in idx], desc=f"calibrate {lev}")
         means.append(project(acts["response"][:, layer], unit).mean().item())
     return (means[0] + means[1]) / 2
+
+
+def monitoring_null(model, experiment: dict, vector: PersonaVector, layer: int, *, n_random: int = 200,
+                    n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """A ``prediction_experiment``'s correlations at ``layer``, with intervals and a random-direction null.
+
+    For the persona vector and for ``n_random`` random unit directions (seeded), the
+    last-prompt-token projections of the experiment's prompts are correlated with its
+    judged scores, per sample and per prompt (level means). The persona vector's r gets
+    a bootstrap 95 % interval over questions. Returns ``{"per_sample": ..., "per_prompt":
+    ...}``, each ``stats.null_summary``'s dict: ``value, ci_low, ci_high, null_p95,
+    percentile``. A correlation is only evidence for the vector when it beats most random
+    directions: with 8 graded prompts, a per-prompt r of 0.9 happens by chance.
+    """
+    from personalab.stats import bootstrap_ci, null_summary
+
+    vector.check_model(model)
+    acts = last_token_activations(model, experiment["prompts"], layer).float()  # [n, d]
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.randn(n_random, acts.shape[1], generator=gen)
+    units = torch.cat([vector.unit(layer)[None].float(), rand / rand.norm(dim=1, keepdim=True)])  # [1 + R, d]
+    proj = (acts @ units.T).double()  # [n, 1 + R]; column 0 = the persona vector
+    levels, scores = experiment["levels"], experiment["scores"]
+    by_question: dict[str, list[int]] = {}
+    for i, q in enumerate(experiment["questions"]):
+        by_question.setdefault(q, []).append(i)
+    groups = list(by_question.values())
+
+    def r_sample(col: list[float], rows: list[int]) -> float:
+        return _pearson_finite([col[i] for i in rows], [scores[i] for i in rows])
+
+    def r_prompt(col: list[float], rows: list[int]) -> float:
+        lev = [levels[i] for i in rows]
+        return _pearson_finite(_per_prompt_means(lev, [col[i] for i in rows]),
+                               _per_prompt_means(lev, [scores[i] for i in rows]))
+
+    every = list(range(len(scores)))
+    cols = [proj[:, j].tolist() for j in range(proj.shape[1])]
+    out = {}
+    for name, fn in (("per_sample", r_sample), ("per_prompt", r_prompt)):
+        ci = bootstrap_ci(lambda draw, fn=fn: fn(cols[0], [i for g in draw for i in groups[g]]), len(groups),
+                          n_boot=n_boot, seed=seed)
+        out[name] = null_summary(fn(cols[0], every), [fn(c, every) for c in cols[1:]], ci)
+    return out
 
 
 @dataclass

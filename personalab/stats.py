@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -46,3 +46,44 @@ def cohens_d(pos: Sequence[float] | torch.Tensor, neg: Sequence[float] | torch.T
         raise ValueError("cohens_d needs at least 2 values on each side")
     pooled = (((len(a) - 1) * a.var() + (len(b) - 1) * b.var()) / (len(a) + len(b) - 2)).sqrt()
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+# -- uncertainty and null baselines ---------------------------------------------------------
+
+def bootstrap_ci(stat: Callable[[list[int]], float], n_units: int, *, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat`` over ``n_units`` resampled with replacement.
+
+    ``stat(indices)`` recomputes the statistic on the units at ``indices`` (a question
+    drawn twice counts twice). Resampling *units* (questions), not single answers, keeps
+    the answers to one question together, as they are not independent. Resamples where
+    the statistic is undefined (NaN) are dropped.
+    """
+    if n_units < 2:
+        raise ValueError(f"bootstrap_ci needs at least 2 units to resample, got {n_units}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, n_units, (n_boot, n_units), generator=gen).tolist()
+    values = torch.tensor([stat(d) for d in draws], dtype=torch.float64)
+    values = values[~values.isnan()]
+    if values.numel() == 0:
+        return float("nan"), float("nan")
+    lo, hi = torch.quantile(values, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
+def null_summary(value: float, null: Sequence[float] | torch.Tensor, ci: tuple[float, float] | None = None) -> dict:
+    """Where ``value`` falls among ``null`` values (e.g. random directions of the same norm).
+
+    Returns ``{value, ci_low, ci_high, null_p95, percentile}``: ``percentile`` is the share
+    (0-100) of null values strictly below ``value``; the effect beats the null at the 5 %
+    level when ``value`` (better: ``ci_low``) is above ``null_p95``.
+    """
+    x = _vec(null)
+    x = x[~x.isnan()]
+    if x.numel() == 0:
+        raise ValueError("null_summary needs at least one finite null value")
+    lo, hi = ci if ci is not None else (float("nan"), float("nan"))
+    return {"value": float(value), "ci_low": lo, "ci_high": hi,
+            "null_p95": float(torch.quantile(x, 0.95)), "percentile": float((x < value).double().mean() * 100)}

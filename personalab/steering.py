@@ -29,7 +29,7 @@ import torch
 from personalab._io import stable_hash
 from personalab.models import check_layer, layer_output
 from personalab.prompting import active_interventions
-from personalab.vectors import PersonaVector
+from personalab.vectors import PersonaVector, random_directions_like
 
 POSITIONS = ("all", "prompt", "response")
 COEF_MODES = ("raw", "norm")
@@ -107,33 +107,34 @@ def steered_answers(model, vector: PersonaVector, questions: list[str], layer: i
 
 
 class RowSteering:
-    """Steering that differs per prompt: row ``i`` adds ``vector.shift(layer_i, coef_i)`` at its layer.
+    """Steering that differs per prompt: row ``i`` adds ``vector_i.shift(layer_i, coef_i)`` at its layer.
 
-    ``specs[i]`` is ``(layer, coef)`` or None (row ``i`` unsteered). Passed to
+    ``specs[i]`` is ``(vector, layer, coef)`` or None (row ``i`` unsteered). Passed to
     ``generate(..., interventions=[...])``, which asks it for each batch's rows
-    (``select``), so one batched generation answers every point of a sweep at once.
-    Every position of a steered row is shifted, at every step (``positions="all"``).
+    (``select``), so one batched generation answers every point of a sweep — or a
+    persona vector and its random-direction controls — at once. Every position of a
+    steered row is shifted, at every step (``positions="all"``).
     """
 
-    def __init__(self, model, vector: PersonaVector, specs: Sequence[tuple[int, float] | None],
-                 coef_mode: str = "norm"):
-        vector.check_model(model)
-        self.model, self.vector, self.coef_mode = model, vector, coef_mode
-        self.specs = [None if sp is None or sp[1] == 0 else (check_layer(model, sp[0], allow_embeddings=False),
-                                                             float(sp[1])) for sp in specs]
-        self.layers = tuple(sorted({sp[0] for sp in self.specs if sp is not None}))
-        d = vector.vectors.shape[1]
+    def __init__(self, model, specs: Sequence[tuple[PersonaVector, int, float] | None], coef_mode: str = "norm"):
+        self.model, self.coef_mode = model, coef_mode
+        self.specs = [None if sp is None or sp[2] == 0 else (sp[0], check_layer(model, sp[1], allow_embeddings=False),
+                                                             float(sp[2])) for sp in specs]
+        for vec in {id(sp[0]): sp[0] for sp in self.specs if sp is not None}.values():
+            vec.check_model(model)
+        self.layers = tuple(sorted({sp[1] for sp in self.specs if sp is not None}))
+        d = next((sp[0].vectors.shape[1] for sp in self.specs if sp is not None), 0)
         self.deltas = {layer: torch.zeros(len(self.specs), d) for layer in self.layers}  # [rows, d] per layer
         for i, sp in enumerate(self.specs):
             if sp is not None:
-                self.deltas[sp[0]][i] = vector.shift(sp[0], sp[1], coef_mode)
+                self.deltas[sp[1]][i] = sp[0].shift(sp[1], sp[2], coef_mode)
 
     def select(self, rows: Sequence[int]) -> RowSteering:
         """The same steering for a batch made of ``rows`` (indices into ``specs``)."""
-        return RowSteering(self.model, self.vector, [self.specs[i] for i in rows], self.coef_mode)
+        return RowSteering(self.model, [self.specs[i] for i in rows], self.coef_mode)
 
     def cache_key(self) -> object:
-        return ["row-steer", stable_hash(self.vector.vectors.tolist()), self.specs, self.coef_mode]
+        return ["row-steer", self.coef_mode, {layer: stable_hash(d.tolist()) for layer, d in self.deltas.items()}]
 
     def on_layer(self, model, layer: int, step: int) -> None:
         out = layer_output(model, layer)
@@ -162,9 +163,9 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
     grid = [(layer, float(c)) for layer in layers for c in coefs]
     points = list(dict.fromkeys((None if c == 0 else (layer, c)) for layer, c in grid))  # unique, in order
     prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
-    specs = [p for p in points for _ in questions]
+    specs = [None if p is None else (vector, *p) for p in points for _ in questions]
     answers = generate(model, prompts * len(points), max_new_tokens=max_new_tokens, desc=f"sweep {trait.name}",
-                       interventions=[RowSteering(model, vector, specs, coef_mode)], progress=progress)
+                       interventions=[RowSteering(model, specs, coef_mode)], progress=progress)
     scores = judge.score(trait, questions * len(points), answers)
     n = len(questions)
     measured = {}
@@ -181,8 +182,51 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
     return [{"layer": layer, "coef": c, **measured[None if c == 0 else (layer, c)]} for layer, c in grid]
 
 
+def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coef: float,
+                  questions: list[str] | None = None, n_random: int = 5, system: str | None = None,
+                  max_new_tokens: int = 48, seed: int = 0, n_boot: int = 1000) -> dict:
+    """The trait gain of steering with ``vector`` at (``layer``, ``coef``), against random directions.
+
+    One batched generation answers ``questions`` unsteered, steered by ``vector``, and
+    steered by ``n_random`` random directions of the same per-layer norm at the same
+    point (``random_directions_like``). The gain is the mean judged trait minus the
+    unsteered mean; its bootstrap 95 % interval resamples questions (gains are paired
+    per question). Returns ``{"gain": stats.null_summary dict, "rows": [...]}`` where
+    each row gives trait, coherence and repetition of one condition, so the price of
+    every direction is visible next to its gain.
+    """
+    from personalab.judges import repetition_rate
+    from personalab.prompting import chat_prompt, generate
+    from personalab.stats import bootstrap_ci, null_summary
+
+    questions = list(questions or trait.evaluation_questions)
+    conditions = [("unsteered", None), ("persona vector", vector)]
+    conditions += [(f"random {k}", r) for k, r in enumerate(random_directions_like(vector, n_random, seed=seed))]
+    prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
+    specs = [None if v is None else (v, layer, coef) for _, v in conditions for _ in questions]
+    answers = generate(model, prompts * len(conditions), max_new_tokens=max_new_tokens, progress=False,
+                       interventions=[RowSteering(model, specs)])
+    scores = judge.score(trait, questions * len(conditions), answers)
+    n = len(questions)
+    trait_of = [[s.trait if s.trait is not None else float("nan") for s in scores[k * n:(k + 1) * n]]
+                for k in range(len(conditions))]
+    rows = [{"condition": name, "trait": _mean(trait_of[k]),
+             "coherence": _mean([s.coherence for s in scores[k * n:(k + 1) * n]]),
+             "repetition": _mean([repetition_rate(a) for a in answers[k * n:(k + 1) * n]])}
+            for k, (name, _) in enumerate(conditions)]
+    base = trait_of[0]
+
+    def gain(k: int, idx: Sequence[int]) -> float:
+        return _mean([trait_of[k][i] - base[i] for i in idx])
+
+    every = range(n)
+    ci = bootstrap_ci(lambda idx: gain(1, idx), n, n_boot=n_boot, seed=seed)
+    return {"gain": null_summary(gain(1, every), [gain(k, every) for k in range(2, len(conditions))], ci),
+            "rows": rows, "layer": layer, "coef": coef}
+
+
 def _mean(xs) -> float:
-    xs = [x for x in xs if x is not None]
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
     return sum(xs) / len(xs) if xs else float("nan")
 
 

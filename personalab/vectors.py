@@ -198,6 +198,24 @@ def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, l
     return {"promotes": [tok.decode([i]) for i in top], "suppresses": [tok.decode([i]) for i in bottom]}
 
 
+def random_directions_like(vector: PersonaVector, n: int, *, seed: int = 0) -> list[PersonaVector]:
+    """``n`` random directions with ``vector``'s per-layer norms and metadata: a null baseline.
+
+    Steering, monitoring or filtering with these shows what *any* direction of the same
+    size does; a persona vector earns credit only for what it does beyond them.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    norms = vector.vectors.norm(dim=-1, keepdim=True)  # [L+1, 1]
+    out = []
+    for k in range(n):
+        r = torch.randn(tuple(vector.vectors.shape), generator=gen)
+        out.append(PersonaVector(r / r.norm(dim=-1, keepdim=True) * norms,
+                                 {**vector.meta, "trait": f"random-{k}", "method": f"random/seed{seed}"}))
+    return out
+
+
 def cosine_matrix(vectors: list[PersonaVector], layer: int) -> torch.Tensor:
     """Cosine similarity between several traits' directions at one layer ([n, n])."""
     units = torch.stack([v.unit(layer) for v in vectors])

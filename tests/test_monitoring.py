@@ -253,3 +253,36 @@ def test_alert_rule_check():
                         (minus_one, "return None")):
         with pytest.raises(ExerciseFailed, match=hint):
             check_alert_rule(wrong)
+
+
+def test_monitoring_null_ranks_the_vector_among_random_directions(lively, tmp_cache):
+    """A planted direction that drives the scores beats random directions; its own r is reproduced."""
+    from personalab.monitoring import last_token_activations, monitoring_null
+
+    vec = _vec(lively, trait="pirate")
+    qs = [f"Question number {i}?" for i in range(6)]
+    prompts = [chat_prompt(lively.tokenizer, q, f"System prompt level {lev}.") for lev in range(8) for q in qs]
+    levels = [lev for lev in range(8) for _ in qs]
+    acts = last_token_activations(lively, prompts, 2)
+    scores = (acts @ vec.unit(2)).tolist()  # the judge "sees" exactly the vector's projection
+    exp = {"prompts": prompts, "levels": levels, "questions": [q for _ in range(8) for q in qs], "scores": scores}
+    out = monitoring_null(lively, exp, vec, 2, n_random=50, n_boot=100)
+    assert out["per_sample"]["value"] == pytest.approx(1.0, abs=1e-5)
+    assert out["per_sample"]["percentile"] == 100.0 and out["per_sample"]["null_p95"] < 1.0
+    assert out["per_sample"]["ci_low"] <= 1.0 + 1e-9 and set(out) == {"per_sample", "per_prompt"}
+
+
+def test_choose_monitoring_layer_uses_extraction_questions_only(lively, tmp_cache):
+    from personalab.monitoring import choose_monitoring_layer
+
+    vec = _vec(lively, trait="pirate")
+    pick = choose_monitoring_layer(lively, "pirate", vec, _LengthJudge(), layers=[1, 2, 3], n_questions=2,
+                                   max_new_tokens=3)
+    pirate = traits.load("pirate")
+    assert pick["experiment"]["split"] == "extraction"
+    assert set(pick["experiment"]["questions"]) == set(pirate.extraction_questions[:2])
+    assert not set(pick["experiment"]["questions"]) & set(pirate.evaluation_questions)
+    j = pick["sweep"]["layers"].index(pick["layer"])
+    assert pick["sweep"]["r_per_sample"][j] == max(r for r in pick["sweep"]["r_per_sample"] if math.isfinite(r))
+    with pytest.raises(ValueError, match="split must be"):
+        prediction_experiment(lively, "pirate", vec, _LengthJudge(), 2, split="test")

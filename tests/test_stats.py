@@ -25,3 +25,25 @@ def test_cohens_d():
     a, b = torch.randn(2000) + 1.0, torch.randn(2000)
     assert cohens_d(a, b) == pytest.approx(1.0, abs=0.1)
     assert cohens_d([1, 2, float("nan"), 3], [0, 1, 2]) == pytest.approx(1.0)
+
+
+def test_bootstrap_ci_covers_the_mean_and_keeps_units_together():
+    from personalab.stats import bootstrap_ci
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(200, generator=gen) + 3.0).tolist()
+    lo, hi = bootstrap_ci(lambda idx: sum(x[i] for i in idx) / len(idx), len(x), n_boot=500)
+    assert lo < 3.0 < hi and hi - lo < 0.6  # about 4 standard errors (0.07 each) wide
+    assert bootstrap_ci(lambda idx: float("nan"), 5, n_boot=20) != bootstrap_ci(lambda idx: 1.0, 5, n_boot=20)
+    with pytest.raises(ValueError, match="at least 2 units"):
+        bootstrap_ci(lambda idx: 0.0, 1)
+
+
+def test_null_summary_percentile_and_p95():
+    from personalab.stats import null_summary
+
+    s = null_summary(0.5, [i / 100 for i in range(100)], (0.4, 0.6))
+    assert s["percentile"] == pytest.approx(50.0) and s["null_p95"] == pytest.approx(0.9405)
+    assert (s["ci_low"], s["ci_high"]) == (0.4, 0.6)
+    with pytest.raises(ValueError, match="finite null"):
+        null_summary(0.5, [float("nan")])

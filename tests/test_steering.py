@@ -130,7 +130,7 @@ def test_row_steering_matches_forward_hook_per_row(tiny, tmp_cache):
     vec = _vec(tiny)
     hf, tok = tiny._module, tiny.tokenizer
     prompts = [chat_prompt(tok, q) for q in ("Hello there?", "Why?", "Tell me a story.")]
-    specs = [(2, 1.5), None, (3, -2.0)]
+    specs = [(2, 1.5), None, (3, -2.0)]  # (layer, coef) per row
     # generate() sorts prompts by length; the reference hooks the same batch in the same order
     order = sorted(range(3), key=lambda i: len(tok(prompts[i])["input_ids"]))
     handles = []
@@ -146,7 +146,7 @@ def test_row_steering_matches_forward_hook_per_row(tiny, tmp_cache):
         h.remove()
     want = dict(zip(order, tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)))
     got = generate(tiny, prompts, max_new_tokens=5, cache=False,
-                   interventions=[RowSteering(tiny, vec, specs, coef_mode="raw")])
+                   interventions=[RowSteering(tiny, [sp and (vec, *sp) for sp in specs], coef_mode="raw")])
     assert got == [want[i] for i in range(3)]
 
 
@@ -195,3 +195,25 @@ def test_generate_keeps_prompt_order_and_rebuilds_bad_cache_entries(tiny, tmp_ca
     for entry in (tmp_cache / "generations").glob("*.json"):
         entry.write_text('{"not": "a list"}')
     assert generate(tiny, prompts, max_new_tokens=4, batch_size=2) == first
+
+
+def test_steering_null_compares_with_random_directions_of_the_same_norm(tiny, tmp_cache):
+    from personalab import traits
+    from personalab.steering import steering_null
+    from personalab.vectors import random_directions_like
+
+    vec = _vec(tiny)
+    rand = random_directions_like(vec, 3, seed=0)
+    torch.testing.assert_close(rand[0].vectors.norm(dim=-1), vec.vectors.norm(dim=-1))
+    assert rand[0].meta["residual_norm"] == vec.meta["residual_norm"] and rand[0].trait == "random-0"
+    out = steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
+                        questions=["Hi?", "How are you?", "Why?"], n_random=3, max_new_tokens=4, n_boot=50)
+    rows = {r["condition"]: r for r in out["rows"]}
+    assert list(rows) == ["unsteered", "persona vector", "random 0", "random 1", "random 2"]
+    g = out["gain"]
+    assert g["value"] == pytest.approx(rows["persona vector"]["trait"] - rows["unsteered"]["trait"])
+    assert g["ci_low"] <= g["value"] <= g["ci_high"] and 0 <= g["percentile"] <= 100
+    with steer(tiny, vec, 2, 1.0):  # the persona vector's rows equal a plain steer block
+        want = generate(tiny, [chat_prompt(tiny.tokenizer, q) for q in ["Hi?", "How are you?", "Why?"]],
+                        max_new_tokens=4, cache=False)
+    assert sum(len(a) % 100 for a in want) / 3 == pytest.approx(rows["persona vector"]["trait"])
