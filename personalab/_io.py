@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,19 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} {path} is corrupt or truncated (not valid JSON: {err})") from None
+
+
+@contextmanager
+def cache_lock(path: str | os.PathLike, timeout: float = 3600) -> Iterator[None]:
+    """Hold an inter-process lock on one cache entry while it is checked and built.
+
+    Two processes that need the same entry (two chapters executed side by side) build it
+    once: the second waits, then finds what the first wrote. Uses the ``filelock``
+    package (a ``<entry>.lock`` file beside the entry).
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=timeout):
+        yield

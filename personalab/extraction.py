@@ -258,23 +258,25 @@ def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cac
     settings); a cached file is loaded and checked against the model.
     """
     from personalab import traits as traits_mod
-    from personalab._io import stable_hash
+    from personalab._io import cache_lock, stable_hash
     from personalab.models import writable_cache_root
 
     trait = traits_mod.load(trait) if isinstance(trait, str) else trait
-    key = stable_hash([EXTRACTION_VERSION, model_id(model), trait.to_json(), sorted(kwargs.items()),
-                       type(judge).__name__])
-    path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
-    if cache and path.with_suffix(".json").is_file():
-        try:
-            return PersonaVector.load(path, model=model)
-        except ValueError:
-            pass  # corrupt cache entry: extract again
     if judge is None:
         from personalab.judges import EmbeddingJudge
 
         judge = EmbeddingJudge(model)
-    vec = extract_persona_vector(model, trait, judge, **kwargs)
-    if cache:
+    key = stable_hash([EXTRACTION_VERSION, model_id(model), trait.to_json(), sorted(kwargs.items()),
+                       type(judge).__name__])
+    path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
+    if not cache:
+        return extract_persona_vector(model, trait, judge, **kwargs)
+    with cache_lock(path):  # a chapter running beside this one may be extracting the same vector
+        if path.with_suffix(".json").is_file():
+            try:
+                return PersonaVector.load(path, model=model)
+            except ValueError:
+                pass  # corrupt cache entry: extract again
+        vec = extract_persona_vector(model, trait, judge, **kwargs)
         vec.save(path)
     return vec

