@@ -17,7 +17,7 @@ from importlib import resources
 
 import torch
 
-from personalab.models import model_id, trace_kwargs
+from personalab.models import model_id, scoring_precision, trace_kwargs
 from personalab.profiling import staged
 from personalab.prompting import active_interventions, apply_interventions
 
@@ -55,7 +55,7 @@ def sequence_logits(model, texts: Sequence[str], keep_last: int | None = None) -
     """
     hooks = active_interventions(model)
     kwargs = {"logits_to_keep": keep_last} if keep_last else {}
-    with model.trace(list(texts), **kwargs, **trace_kwargs(model)):
+    with scoring_precision(model), model.trace(list(texts), **kwargs, **trace_kwargs(model)):
         if hooks:
             apply_interventions(model, hooks, step=0)
         logits = model.lm_head.output.save()

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import torch
 
+from personalab.models import scoring_precision
 from personalab.profiling import staged
 from personalab.traits import Trait
 
@@ -203,7 +204,7 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
         n_ans = [len(tok(f)["input_ids"]) - len(tok(p)["input_ids"]) for p, f in zip(prompts, full, strict=True)]
         keep = max(n_ans) + 1
         enc = tok(full, return_tensors="pt", padding=True)
-        with torch.no_grad():
+        with torch.no_grad(), scoring_precision(model):
             logits = hf(**enc, logits_to_keep=keep).logits[:, :-1].float()  # predicts the last keep-1 tokens
         targets = enc["input_ids"][:, -(keep - 1):]
         tok_lp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)

@@ -10,11 +10,14 @@ with a GPU swaps in e.g. ``Qwen/Qwen2.5-7B-Instruct`` by changing one string.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -246,6 +249,37 @@ def _tiny_tokenizer():
     tok.pad_token = tok.pad_token or tok.eos_token
     tok.padding_side = "left"
     return tok
+
+
+# --- Faster scoring passes ---------------------------------------------------------------
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@contextmanager
+def scoring_precision(model) -> Iterator[None]:
+    """bfloat16 autocast for forward passes that only *score* text, where it is fast and safe.
+
+    Used by the capability check and the judge's fluency log-probability: passes whose
+    result is a log-probability summed or averaged over tokens, not a generated answer.
+    On a CPU with native bfloat16 (``cpu_has_bf16``) and a float32 model it makes those
+    passes faster (README, "How long it takes"); elsewhere, or with
+    ``PERSONALAB_BF16_SCORING=0``, it changes nothing. The residual stream, the final
+    norm and everything personalab reads or steers stay float32 (autocast only lowers
+    the matrix multiplications).
+    """
+    dtype = next(model._module.parameters()).dtype
+    on = (os.environ.get("PERSONALAB_BF16_SCORING", "1") != "0" and cpu_has_bf16() and dtype == torch.float32
+          and next(model._module.parameters()).device.type == "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=on):
+        yield
 
 
 # --- Where things live inside a decoder-only model -------------------------------------

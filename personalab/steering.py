@@ -184,16 +184,18 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
 
 def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coef: float,
                   questions: list[str] | None = None, n_random: int = 5, system: str | None = None,
-                  max_new_tokens: int = 48, seed: int = 0, n_boot: int = 1000) -> dict:
+                  max_new_tokens: int = 48, seed: int = 0, n_boot: int = 1000,
+                  unsteered: Sequence[str] | None = None, steered: Sequence[str] | None = None) -> dict:
     """The trait gain of steering with ``vector`` at (``layer``, ``coef``), against random directions.
 
     One batched generation answers ``questions`` unsteered, steered by ``vector``, and
     steered by ``n_random`` random directions of the same per-layer norm at the same
-    point (``random_directions_like``). The gain is the mean judged trait minus the
-    unsteered mean; its bootstrap 95 % interval resamples questions (gains are paired
-    per question). Returns ``{"gain": stats.null_summary dict, "rows": [...]}`` where
-    each row gives trait, coherence and repetition of one condition, so the price of
-    every direction is visible next to its gain.
+    point (``random_directions_like``); pass ``unsteered``/``steered`` answers you already
+    have (e.g. from a ``sweep`` at that point) to skip generating them again. The gain is
+    the mean judged trait minus the unsteered mean; its bootstrap 95 % interval resamples
+    questions (gains are paired per question). Returns ``{"gain": stats.null_summary
+    dict, "rows": [...]}`` where each row gives trait, coherence and repetition of one
+    condition, so the price of every direction is visible next to its gain.
     """
     from personalab.judges import repetition_rate
     from personalab.prompting import chat_prompt, generate
@@ -202,17 +204,25 @@ def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coe
     questions = list(questions or trait.evaluation_questions)
     conditions = [("unsteered", None), ("persona vector", vector)]
     conditions += [(f"random {k}", r) for k, r in enumerate(random_directions_like(vector, n_random, seed=seed))]
+    given = {0: unsteered, 1: steered}
+    for k, ans in given.items():
+        if ans is not None and len(ans) != len(questions):
+            raise ValueError(f"{len(ans)} {conditions[k][0]} answers for {len(questions)} questions")
+    todo = [k for k in range(len(conditions)) if given.get(k) is None]
     prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
-    specs = [None if v is None else (v, layer, coef) for _, v in conditions for _ in questions]
-    answers = generate(model, prompts * len(conditions), max_new_tokens=max_new_tokens, progress=False,
-                       interventions=[RowSteering(model, specs)])
-    scores = judge.score(trait, questions * len(conditions), answers)
+    specs = [None if conditions[k][1] is None else (conditions[k][1], layer, coef) for k in todo for _ in questions]
+    new = generate(model, prompts * len(todo), max_new_tokens=max_new_tokens, progress=False,
+                   interventions=[RowSteering(model, specs)])
     n = len(questions)
+    by_condition = {k: new[j * n:(j + 1) * n] for j, k in enumerate(todo)}
+    answers = [a for k in range(len(conditions)) for a in (by_condition.get(k) or list(given[k]))]
+    scores = judge.score(trait, questions * len(conditions), answers)
     trait_of = [[s.trait if s.trait is not None else float("nan") for s in scores[k * n:(k + 1) * n]]
                 for k in range(len(conditions))]
     rows = [{"condition": name, "trait": _mean(trait_of[k]),
              "coherence": _mean([s.coherence for s in scores[k * n:(k + 1) * n]]),
-             "repetition": _mean([repetition_rate(a) for a in answers[k * n:(k + 1) * n]])}
+             "repetition": _mean([repetition_rate(a) for a in answers[k * n:(k + 1) * n]]),
+             "answers": answers[k * n:(k + 1) * n]}
             for k, (name, _) in enumerate(conditions)]
     base = trait_of[0]
 

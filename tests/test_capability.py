@@ -39,3 +39,23 @@ def test_capability_score_is_accuracy_and_moves_under_steering(tiny):
     with steer(tiny, vec, 2, 5.0):
         during = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
     assert not torch.allclose(before, during)
+
+
+def test_bf16_scoring_stays_close_to_float32(tiny, monkeypatch):
+    """Where the CPU has native bfloat16, scoring passes use it; log-probs stay within 1 %."""
+    from personalab import models
+    from personalab.judges import answer_logprob
+
+    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: 2 + 2 =\nAnswer:"]
+    choices = [["Paris", "the city of London", "Berlin"], ["4", "five hundred and six"]]
+    exact = choice_logprobs(tiny, prompts, choices)
+    exact_lp = answer_logprob(tiny, ["Why?", "Who?"], ["Because it rains.", "Nobody at all."])
+    monkeypatch.setenv("PERSONALAB_BF16_SCORING", "1")
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)  # autocast also runs where the CPU emulates bf16
+    fast = choice_logprobs(tiny, prompts, choices)
+    fast_lp = answer_logprob(tiny, ["Why?", "Who?"], ["Because it rains.", "Nobody at all."])
+    for a, b in zip(exact, fast, strict=True):
+        assert not torch.equal(a, b), "bf16 scoring did not run"
+        torch.testing.assert_close(b, a, rtol=0.01, atol=0.05)
+    assert all(abs(x - y) < 0.05 for x, y in zip(exact_lp, fast_lp, strict=True))
+    assert next(tiny._module.parameters()).dtype == torch.float32  # the model itself is untouched

@@ -217,3 +217,11 @@ def test_steering_null_compares_with_random_directions_of_the_same_norm(tiny, tm
         want = generate(tiny, [chat_prompt(tiny.tokenizer, q) for q in ["Hi?", "How are you?", "Why?"]],
                         max_new_tokens=4, cache=False)
     assert sum(len(a) % 100 for a in want) / 3 == pytest.approx(rows["persona vector"]["trait"])
+    again = steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
+                          questions=["Hi?", "How are you?", "Why?"], n_random=3, max_new_tokens=4, n_boot=50,
+                          unsteered=rows["unsteered"]["answers"], steered=["x", "yy", "zzz"])
+    assert again["rows"][1]["answers"] == ["x", "yy", "zzz"] and again["rows"][2:] == out["rows"][2:]
+    assert again["gain"]["value"] == pytest.approx(2 - rows["unsteered"]["trait"])
+    with pytest.raises(ValueError, match="2 persona vector answers for 3 questions"):
+        steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
+                      questions=["Hi?", "How are you?", "Why?"], n_random=3, steered=["a", "b"])
