@@ -184,6 +184,29 @@ def bench_bf16(model, n: int = 64, tokens: int = 32) -> dict:
             "perf.bf16.same_first_5_words": first_words}
 
 
+def bench_bf16_scoring(model) -> dict:
+    """Scoring passes (capability check, judge fluency log-prob) in float32 vs bf16 autocast: speed and drift."""
+    from personalab import capability
+    from personalab.judges import answer_logprob
+
+    qs = QUESTIONS[:64]
+    ans = [f"Topic {i} matters because it shapes how people live, work and learn every day." for i in range(64)]
+    out: dict = {}
+    for flag, name in (("0", "float32"), ("1", "bfloat16")):
+        os.environ["PERSONALAB_BF16_SCORING"] = flag
+        capability._UNSTEERED.clear()
+        t = time.perf_counter()
+        acc = capability.capability_score(model)
+        t_cap = time.perf_counter() - t
+        t = time.perf_counter()
+        lp = answer_logprob(model, qs, ans)
+        out[name] = {"capability": acc, "capability_s": t_cap, "logprob_64_s": time.perf_counter() - t, "lp": lp}
+    os.environ.pop("PERSONALAB_BF16_SCORING")
+    drift = max(abs(a - b) for a, b in zip(out["float32"].pop("lp"), out["bfloat16"].pop("lp"), strict=True))
+    return {"perf.bf16_scoring": {**out, "max_logprob_difference": drift,
+                                  "capability_speedup": out["float32"]["capability_s"] / out["bfloat16"]["capability_s"]}}
+
+
 def merged_science() -> dict:
     flat = {}
     for path in sorted((ROOT / "build" / "results").glob("*.json")):
@@ -208,6 +231,7 @@ def main() -> None:
     flat.update(bench_matmul())
     flat.update(bench_roofline(model, flat["perf.generate_tokens_per_s"]["batch_64"], flat["perf.matmul_gflops"]))
     flat.update(bench_bf16(model))
+    flat.update(bench_bf16_scoring(model))
     flat.update(bench_extract_100(model))
     flat.update(bench_steer_and_monitor(model))
     science = merged_science()
