@@ -286,3 +286,16 @@ def test_choose_monitoring_layer_uses_extraction_questions_only(lively, tmp_cach
     assert pick["sweep"]["r_per_sample"][j] == max(r for r in pick["sweep"]["r_per_sample"] if math.isfinite(r))
     with pytest.raises(ValueError, match="split must be"):
         prediction_experiment(lively, "pirate", vec, _LengthJudge(), 2, split="test")
+
+
+class _ConstantJudge:
+    def trait_scores(self, trait, answers):
+        return [50.0] * len(answers)
+
+
+def test_choose_monitoring_layer_says_when_scores_do_not_vary(lively, tmp_cache):
+    from personalab.monitoring import choose_monitoring_layer
+
+    with pytest.raises(ValueError, match="the judged scores do not vary"):
+        choose_monitoring_layer(lively, "pirate", _vec(lively, trait="pirate"), _ConstantJudge(), layers=[1, 2],
+                                n_questions=2, max_new_tokens=3)

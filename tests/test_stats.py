@@ -47,3 +47,10 @@ def test_null_summary_percentile_and_p95():
     assert (s["ci_low"], s["ci_high"]) == (0.4, 0.6)
     with pytest.raises(ValueError, match="finite null"):
         null_summary(0.5, [float("nan")])
+
+
+def test_bootstrap_ci_rejects_a_bad_level():
+    from personalab.stats import bootstrap_ci
+
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        bootstrap_ci(lambda idx: 0.0, 5, level=95)

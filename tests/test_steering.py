@@ -225,3 +225,10 @@ def test_steering_null_compares_with_random_directions_of_the_same_norm(tiny, tm
     with pytest.raises(ValueError, match="2 persona vector answers for 3 questions"):
         steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
                       questions=["Hi?", "How are you?", "Why?"], n_random=3, steered=["a", "b"])
+
+
+def test_random_directions_like_rejects_zero(tiny):
+    from personalab.vectors import random_directions_like
+
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        random_directions_like(_vec(tiny), 0)
