@@ -152,36 +152,39 @@ EXTRACTION_VERSION = 2  # bump when the pipeline changes, so cached vectors are 
 
 
 def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
-                       desc: str = "activations") -> dict[str, torch.Tensor]:
+                       upto: int | None = None, desc: str = "activations") -> dict[str, torch.Tensor]:
     """Per answer and layer: mean over response tokens, mean over prompt tokens, last prompt token.
 
     Returns ``{"response" | "prompt" | "last_prompt": [n, n_layers + 1, d_model]}`` and
     ``"response_norm": [n, n_layers + 1]`` (mean L2 norm of the response tokens, used
     to express steering strength relative to the residual stream). Each batch is one
-    nnsight trace over the left-padded (prompt + answer) texts.
+    nnsight trace over the left-padded (prompt + answer) texts; texts of similar length
+    are batched together (less padding) and the rows come back in the order given.
+    ``upto`` keeps layers ``0..upto`` only and skips the rest of the forward pass — pass
+    the one layer you will read (projections, monitoring) to save that compute.
     """
     tok = model.tokenizer
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in (*POOLINGS, "response_norm")}
-    for s in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        ps, ans = list(prompts[s:s + batch_size]), list(answers[s:s + batch_size])
-        full = [p + a for p, a in zip(ps, ans, strict=True)]
-        hs = residual_stream(model, full)  # [b, L+1, seq, d], left-padded
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    n_prompt = [len(tok(p)["input_ids"]) for p in prompts]
+    n_total = [len(tok(p + a)["input_ids"]) for p, a in zip(prompts, answers, strict=True)]
+    for i, (n_p, n_t) in enumerate(zip(n_prompt, n_total, strict=True)):
+        if n_t <= n_p:
+            raise ValueError(f"answer {i} is empty after tokenization: nothing to average over")
+    order = sorted(range(len(prompts)), key=lambda i: n_total[i])
+    rows: dict[int, dict[str, torch.Tensor]] = {}
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[s:s + batch_size]
+        hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
         seq = hs.shape[2]
-        for i, (p, a) in enumerate(zip(ps, ans, strict=True)):
-            n_total = len(tok(p + a)["input_ids"])
-            n_prompt = len(tok(p)["input_ids"])
-            n_resp = n_total - n_prompt
-            if n_resp <= 0:
-                raise ValueError(f"answer {s + i} is empty after tokenization: nothing to average over")
-            h = hs[i, :, seq - n_total:]  # [L+1, tokens, d] without padding
-            resp = h[:, n_prompt:]
-            out["response"].append(resp.mean(1))
-            out["prompt"].append(h[:, :n_prompt].mean(1))
-            out["last_prompt"].append(h[:, n_prompt - 1])
-            out["response_norm"].append(resp.norm(dim=-1).mean(1))
-    return {k: torch.stack(v) for k, v in out.items()}
+        for j, i in enumerate(idx):
+            h = hs[j, :, seq - n_total[i]:]  # [L+1, tokens, d] without padding
+            resp = h[:, n_prompt[i]:]
+            rows[i] = {"response": resp.mean(1), "prompt": h[:, :n_prompt[i]].mean(1),
+                       "last_prompt": h[:, n_prompt[i] - 1], "response_norm": resp.norm(dim=-1).mean(1)}
+    return {k: torch.stack([rows[i][k] for i in range(len(prompts))]) for k in (*POOLINGS, "response_norm")}
 
 
 def mean_difference(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

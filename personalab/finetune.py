@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
-from personalab.models import check_layer, model_id, set_threads, writable_cache_root
+from personalab.models import bf16_autocast_applies, check_layer, model_id, set_threads, writable_cache_root
 from personalab.profiling import staged
 from personalab.prompting import chat_prompt
 from personalab.vectors import PersonaVector
@@ -277,21 +277,27 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
         steering.vector.check_model(model)
         check_layer(model, steering.layer, allow_embeddings=False)
     batch = encode(model.tokenizer, examples, settings.max_len)  # validates every example first
+    bf16 = bf16_autocast_applies(model, "PERSONALAB_BF16_TRAINING")
     key = stable_hash({"model": model_id(model), "data": [(e.question, e.answer) for e in examples],
-                       "settings": asdict(settings) | {"threads": None},
+                       "settings": asdict(settings) | {"threads": None}, "bf16_autocast": bf16,
                        "steering": steering.key() if steering else None, "version": 1})
     path = writable_cache_root() / "finetune" / key
     steer_info = steering.key() if steering else None
     if cache and (path / DONE_MARKER).exists():
         return load_checkpoint(model, path, settings=settings, steering=steer_info)
-    net = _train(model, batch, settings, steering, progress, desc)
+    net = _train(model, batch, settings, steering, progress, desc, bf16=bf16)
     losses = net.personalab_losses
     _save_checkpoint(net, losses, path)
     return FineTuned(_wrap(model, net.merge_and_unload(), key), losses, settings, steer_info, path)
 
 
 @staged("lora_training")
-def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc: str):
+def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc: str, *, bf16: bool = False):
+    """LoRA steps on random batches of ``batch``; each batch is cut to its longest row (right
+    padding carries no loss), and with ``bf16`` the matrix multiplications run in bfloat16
+    autocast while the weights, the LoRA update and the optimiser stay float32 (measured on
+    this CPU, one thread, batch 4 x 89 tokens: 3.2-3.6 s per step in float32 at full width,
+    1.9-2.0 s trimmed with bfloat16; ``PERSONALAB_BF16_TRAINING=0`` turns bfloat16 off)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(settings.seed)
@@ -313,7 +319,10 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
                 perm, pos = torch.randperm(n, generator=order), 0
             idx = perm[pos:pos + settings.batch_size]
             pos += settings.batch_size
-            loss = answer_loss(net, {k: v[idx] for k, v in batch.items()})
+            rows = {k: v[idx] for k, v in batch.items()}
+            width = int(rows["attention_mask"].sum(1).max())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = answer_loss(net, {k: v[:, :width] for k, v in rows.items()})
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -437,7 +446,7 @@ def _measure(model, trait, vector, judge, layer, questions, max_new_tokens) -> d
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} answers")
     scores = judge.score(trait, questions, answers)
-    acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers])
+    acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers], upto=layer)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {
         "trait": mean([s.trait for s in scores if s.trait is not None]),

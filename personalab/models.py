@@ -263,6 +263,14 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_autocast_applies(model, switch: str = "PERSONALAB_BF16_SCORING") -> bool:
+    """Whether bfloat16 autocast would speed up ``model`` here: a float32 model on a CPU with
+    native bfloat16 (``cpu_has_bf16``), and the environment switch ``switch`` not set to "0"."""
+    param = next(model._module.parameters())
+    return (os.environ.get(switch, "1") != "0" and cpu_has_bf16() and param.dtype == torch.float32
+            and param.device.type == "cpu")
+
+
 @contextmanager
 def scoring_precision(model) -> Iterator[None]:
     """bfloat16 autocast for forward passes that only *score* text, where it is fast and safe.
@@ -275,10 +283,7 @@ def scoring_precision(model) -> Iterator[None]:
     norm and everything personalab reads or steers stay float32 (autocast only lowers
     the matrix multiplications).
     """
-    dtype = next(model._module.parameters()).dtype
-    on = (os.environ.get("PERSONALAB_BF16_SCORING", "1") != "0" and cpu_has_bf16() and dtype == torch.float32
-          and next(model._module.parameters()).device.type == "cpu")
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=on):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast_applies(model)):
         yield
 
 

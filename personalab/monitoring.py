@@ -196,7 +196,7 @@ def response_threshold(model, experiment: dict, vector: PersonaVector, layer: in
         if not idx:
             raise ValueError(f"no non-empty answers under graded prompt {lev} to calibrate on")
         acts = answer_activations(model, [experiment["prompts"][i] for i in idx],
-                                  [experiment["answers"][i] for i in idx], desc=f"calibrate {lev}")
+                                  [experiment["answers"][i] for i in idx], upto=layer, desc=f"calibrate {lev}")
         means.append(project(acts["response"][:, layer], unit).mean().item())
     return (means[0] + means[1]) / 2
 

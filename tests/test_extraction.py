@@ -49,6 +49,22 @@ def test_answer_activations_match_hooks(tiny):
     assert acts["response"].shape == (2, 5, 64)
 
 
+def test_answer_activations_order_and_upto(tiny):
+    """Length-sorted batching returns rows in the order given; ``upto`` keeps layers 0..upto unchanged."""
+    tok = tiny.tokenizer
+    prompts = [chat_prompt(tok, q) for q in ("A much longer question about many things?", "Hi", "Why?")]
+    answers = ["A long answer that goes on and on for a while.", "Yo", "Because."]
+    one_by_one = extraction.answer_activations(tiny, prompts, answers, batch_size=1)
+    batched = extraction.answer_activations(tiny, prompts, answers, batch_size=3)
+    shallow = extraction.answer_activations(tiny, prompts, answers, batch_size=2, upto=2)
+    for key in ("response", "prompt", "last_prompt"):
+        torch.testing.assert_close(batched[key], one_by_one[key], atol=2e-4, rtol=1e-3)
+        assert shallow[key].shape == (3, 3, 64)
+        torch.testing.assert_close(shallow[key], one_by_one[key][:, :3], atol=2e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        extraction.answer_activations(tiny, prompts, answers, batch_size=0)
+
+
 def test_mean_difference_and_empty():
     pos, neg = torch.ones(3, 5, 8), torch.zeros(2, 5, 8)
     assert torch.equal(extraction.mean_difference(pos, neg), torch.ones(5, 8))

@@ -1,13 +1,16 @@
+import math
+
 import pytest
 import torch
 
-from personalab.datafilter import drop_top, projection_difference
+from personalab.datafilter import drop_top, projection_difference, projection_differences
 from personalab.finetune import (
     CheckpointError,
     DatasetError,
     Example,
     LoraSettings,
     TrainingSteering,
+    answer_loss,
     encode,
     finetune,
     heldout_loss,
@@ -24,8 +27,8 @@ EXAMPLES = [Example(f"What is {i} plus one?", f"It is {i + 1}. Easy!") for i in 
 FAST = LoraSettings(steps=4, batch_size=4, lr=5e-3, max_len=64, rank=4, alpha=8, threads=1)
 
 
-def _vec(scale=3.0):
-    torch.manual_seed(1)
+def _vec(scale=3.0, seed=1):
+    torch.manual_seed(seed)
     return PersonaVector(scale * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
                                                           trait="toy", method="test", residual_norm=[2.0] * 5))
 
@@ -79,6 +82,28 @@ def test_finetune_lowers_loss_keeps_base_and_caches(tiny, tmp_cache):
     assert again.from_cache and again.losses == ft.losses
     x = tiny.tokenizer(["Hello there"], return_tensors="pt")
     assert torch.allclose(again.model._module(**x).logits, ft.model._module(**x).logits, atol=1e-5)
+
+
+def test_trimmed_padding_keeps_the_loss(tiny):
+    """Training cuts each batch to its longest row: right padding carries no loss, so the loss is unchanged."""
+    batch = encode(tiny.tokenizer, EXAMPLES[:3], max_len=64)
+    width = int(batch["attention_mask"].sum(1).max())
+    padded = {k: torch.cat([v, torch.zeros(v.shape[0], 7, dtype=v.dtype) - 100 * (k == "labels")], 1)
+              for k, v in batch.items()}
+    trimmed = {k: v[:, :width] for k, v in padded.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(answer_loss(tiny._module, trimmed), answer_loss(tiny._module, padded))
+
+
+def test_bf16_training_is_close_and_keyed_apart(tiny, tmp_cache, monkeypatch):
+    """bfloat16 autocast training starts from the same loss (to bf16 precision) and caches apart from float32."""
+    fp32 = finetune(tiny, EXAMPLES, FAST, progress=False)
+    monkeypatch.setenv("PERSONALAB_BF16_TRAINING", "1")
+    monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
+    bf16 = finetune(tiny, EXAMPLES, FAST, progress=False)
+    assert bf16.path != fp32.path and not bf16.from_cache
+    assert all(math.isfinite(x) for x in bf16.losses)
+    assert abs(bf16.losses[0] - fp32.losses[0]) < 0.05 * fp32.losses[0]
 
 
 def test_incomplete_checkpoint_is_refused(tiny, tmp_cache):
@@ -146,6 +171,19 @@ def test_projection_difference_and_filter(tiny, tmp_cache):
         drop_top(EXAMPLES[:3], diff.tolist(), 5)
     with pytest.raises(ValueError, match="reference answers"):
         projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=["x"])
+
+
+def test_projection_differences_match_one_at_a_time(tiny, tmp_cache):
+    """Several probes from one pass equal each probe scored alone (the pass stops at the deepest layer)."""
+    vec, other = _vec(), _vec(seed=1)
+    reference = ["No.", "Maybe later.", "Why?"]
+    both = projection_differences(tiny, EXAMPLES[:3], {"a": (vec, 2), "b": (other, 3)}, reference=reference)
+    torch.testing.assert_close(both["a"], projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference),
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(both["b"], projection_difference(tiny, EXAMPLES[:3], other, 3, reference=reference),
+                               atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="probe"):
+        projection_differences(tiny, EXAMPLES[:3], {}, reference=reference)
 
 
 class _ConstJudge:
