@@ -85,6 +85,7 @@ class StopForward(Exception):
 
 
 def bench_generate(model) -> dict:
+    """Float32 generation speed by batch size (bfloat16 autocast is compared in ``bench_bf16``)."""
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
     out = {}
     for bs, n in ((1, 4), (16, 32), (32, 64), (64, 64)):  # larger batches: is batch 16 leaving speed unused?
@@ -168,20 +169,48 @@ def bench_roofline(model, tokens_per_s_64: float, gflops: dict) -> dict:
 
 
 def bench_bf16(model, n: int = 64, tokens: int = 32) -> dict:
-    """Generation in bfloat16 vs float32 (batch 64, one thread): speed, and how often the answers agree."""
+    """Generation in float32, in bfloat16 autocast (the default where the CPU has bfloat16) and
+    with bfloat16 weights (batch 64, one thread): speed, how often the answers agree, and
+    whether the judged trait of graded-prompt answers changes with the precision."""
+    from personalab import traits
+    from personalab.judges import EmbeddingJudge
+    from personalab.stats import pearson_r
+
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS[:n]]
     answers, speed = {}, {}
-    for dtype in (torch.float32, torch.bfloat16):
+    for name, flag, dtype in (("float32", "0", torch.float32), ("autocast", "1", torch.float32),
+                              ("bfloat16", "0", torch.bfloat16)):
+        os.environ["PERSONALAB_BF16_GENERATION"] = flag
         model._module.to(dtype)
         start = time.perf_counter()
-        answers[dtype] = generate(model, prompts, max_new_tokens=tokens, batch_size=64, cache=False, progress=False)
-        speed[str(dtype).removeprefix("torch.")] = n * tokens / (time.perf_counter() - start)
+        answers[name] = generate(model, prompts, max_new_tokens=tokens, batch_size=64, cache=False, progress=False)
+        speed[name] = n * tokens / (time.perf_counter() - start)
     model._module.to(torch.float32)
-    a, b = answers[torch.float32], answers[torch.bfloat16]
-    first_words = sum(x.split()[:5] == y.split()[:5] for x, y in zip(a, b, strict=True)) / n
-    return {"perf.bf16.tokens_per_s": speed, "perf.bf16.speedup": speed["bfloat16"] / speed["float32"],
-            "perf.bf16.same_answer": sum(x == y for x, y in zip(a, b, strict=True)) / n,
-            "perf.bf16.same_first_5_words": first_words}
+    a = answers["float32"]
+    out: dict = {"perf.bf16.tokens_per_s": speed}
+    for name in ("autocast", "bfloat16"):
+        b = answers[name]
+        out[f"perf.bf16.{name}"] = {
+            "speedup": speed[name] / speed["float32"],
+            "same_answer": sum(x == y for x, y in zip(a, b, strict=True)) / n,
+            "same_first_5_words": sum(x.split()[:5] == y.split()[:5] for x, y in zip(a, b, strict=True)) / n}
+    # Does the precision change what the book measures? pirate's 8 graded prompts x 5 questions, judged.
+    pirate, judge = traits.load("pirate"), EmbeddingJudge(model)
+    graded = [chat_prompt(model.tokenizer, q, pirate.graded_prompts[lev])
+              for lev in range(len(pirate.graded_prompts)) for q in pirate.evaluation_questions[:5]]
+    scores = {}
+    for name, flag in (("float32", "0"), ("autocast", "1")):
+        os.environ["PERSONALAB_BF16_GENERATION"] = flag
+        ans = generate(model, graded, max_new_tokens=48, cache=False, progress=False)
+        scores[name] = [float(x) for x in judge.trait_scores(pirate, ans)]
+    os.environ["PERSONALAB_BF16_GENERATION"] = "0"
+    per_level = {k: [sum(v[i:i + 5]) / 5 for i in range(0, len(v), 5)] for k, v in scores.items()}
+    out["perf.bf16.autocast_pirate_graded"] = {
+        "mean_trait": {k: sum(v) / len(v) for k, v in scores.items()},
+        "per_level_mean_trait": per_level,
+        "r_per_sample": pearson_r(scores["float32"], scores["autocast"]),
+        "r_per_level": pearson_r(per_level["float32"], per_level["autocast"]), "n": len(graded)}
+    return out
 
 
 def bench_bf16_scoring(model) -> dict:
@@ -222,6 +251,7 @@ def merged_science() -> dict:
 
 def main() -> None:
     os.environ.setdefault("PERSONALAB_THREADS", "1")
+    os.environ["PERSONALAB_BF16_GENERATION"] = "0"  # float32 speeds; bench_bf16 compares the bfloat16 paths
     pl.set_threads()
     flat: dict = {}
     flat.update(bench_load())

@@ -24,7 +24,7 @@ import torch
 
 from personalab.extraction import answer_activations, residual_stream
 from personalab.judges import Judge
-from personalab.models import check_layer, layer_output
+from personalab.models import check_layer, layer_output, model_id
 from personalab.prompting import chat_prompt, generate, generate_batch
 from personalab.stats import pearson_r
 from personalab.traits import Trait
@@ -37,14 +37,31 @@ def project(acts: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
     return acts.float() @ unit.float()
 
 
+def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
+                     batch_size: int = 16) -> torch.Tensor:
+    """The residual stream of each prompt's last token at layers ``0..upto`` (default: all):
+    ``[n, upto + 1, d_model]``. Prompts of similar length share a batch (less padding); rows
+    come back in the order given."""
+    if not prompts:
+        raise ValueError("last_token_stack() got no prompts")
+    if upto is not None:
+        check_layer(model, upto)
+    lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    out = torch.empty(0)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        last = residual_stream(model, [prompts[i] for i in idx], upto=upto)[:, :, -1]  # left-padded: -1 is last
+        if out.numel() == 0:
+            out = torch.empty(len(prompts), *last.shape[1:], dtype=last.dtype)
+        out[idx] = last
+    return out
+
+
 def last_token_activations(model, prompts: Sequence[str], layer: int, batch_size: int = 16) -> torch.Tensor:
     """The residual stream of each prompt's last token at ``layer``: ``[n, d_model]``."""
     check_layer(model, layer)
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        hs = residual_stream(model, list(prompts[s:s + batch_size]), upto=layer)  # left-padded
-        out.append(hs[:, layer, -1])
-    return torch.cat(out)
+    return last_token_stack(model, prompts, upto=layer, batch_size=batch_size)[:, layer]
 
 
 def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector, layer: int,
@@ -54,6 +71,12 @@ def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector,
     return project(last_token_activations(model, prompts, layer, batch_size), vector.at(layer))
 
 
+def _project_layers(acts: torch.Tensor, vector: PersonaVector, layers: Sequence[int]) -> torch.Tensor:
+    """Projections of ``[n, L+1, d]`` last-token activations on the unit vector at each layer: ``[n, len(layers)]``."""
+    units = torch.stack([vector.unit(lay) for lay in layers]).float()  # [n_layers_asked, d]
+    return torch.einsum("bld,ld->bl", acts[:, list(layers)].float(), units)
+
+
 def prompt_projections(model, prompts: Sequence[str], vector: PersonaVector, layers: Sequence[int],
                        batch_size: int = 16) -> torch.Tensor:
     """``last_prompt_projection`` at several layers from one pass per batch: ``[n, len(layers)]``."""
@@ -61,13 +84,16 @@ def prompt_projections(model, prompts: Sequence[str], vector: PersonaVector, lay
     layers = [check_layer(model, lay) for lay in layers]
     if not layers:
         raise ValueError("prompt_projections needs at least one layer")
-    units = torch.stack([vector.unit(lay) for lay in layers])  # [n_layers_asked, d]
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        hs = residual_stream(model, list(prompts[s:s + batch_size]), upto=max(layers))  # [b, L+1, seq, d]
-        last = hs[:, layers, -1].float()  # [b, n_layers_asked, d]
-        out.append(torch.einsum("bld,ld->bl", last, units.float()))
-    return torch.cat(out)
+    return _project_layers(last_token_stack(model, prompts, upto=max(layers), batch_size=batch_size), vector, layers)
+
+
+def _experiment_acts(model, experiment: dict) -> torch.Tensor:
+    """An experiment's last-token activations at every layer: the ones it stored when it ran on
+    this model, else computed now (one pass over its prompts)."""
+    stored = experiment.get("last_token")
+    if stored is not None and experiment.get("model_id") == model_id(model):
+        return stored
+    return last_token_stack(model, experiment["prompts"])
 
 
 def first_alert(projections: Sequence[float] | torch.Tensor, threshold: float, window: int = 4) -> int | None:
@@ -106,7 +132,9 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
     greedy answer. Returns per-sample lists (``levels``, ``questions``, ``prompts``,
     ``answers``, ``projections``, ``scores``, ``coherence``), per-prompt means
     (``prompt_projection``, ``prompt_score``), ``r_per_sample`` and ``r_per_prompt``
-    (Pearson), ``layer``, ``trait`` and ``n``. Coherence is only scored (a full forward
+    (Pearson), ``layer``, ``trait``, ``n``, and ``last_token`` (the last prompt token's
+    activations at every layer, ``[n, L+1, d]``, with the ``model_id`` they came from, so
+    ``r_by_layer`` and ``monitoring_null`` reuse them). Coherence is only scored (a full forward
     pass per answer) with ``with_coherence=True`` or a judge without ``trait_scores``;
     otherwise it is NaN.
     """
@@ -127,7 +155,9 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
     rows = [(lev, q) for lev in range(len(trait.graded_prompts)) for q in qs]
     levels, questions = [r[0] for r in rows], [r[1] for r in rows]
     prompts = [chat_prompt(model.tokenizer, q, trait.graded_prompts[lev]) for lev, q in rows]
-    proj = last_prompt_projection(model, prompts, vector, layer).tolist()
+    vector.check_model(model)
+    acts = last_token_stack(model, prompts)  # [n, L+1, d]: kept, so layer sweeps and nulls need no new pass
+    proj = project(acts[:, layer], vector.at(layer)).tolist()
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} graded")
     if not with_coherence and hasattr(judge, "trait_scores"):
         scores, coherence = [float(x) for x in judge.trait_scores(trait, answers)], [math.nan] * len(answers)
@@ -137,7 +167,7 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
         coherence = [math.nan if s.coherence is None else float(s.coherence) for s in judged]
     p_proj, p_score = _per_prompt_means(levels, proj), _per_prompt_means(levels, scores)
     return dict(trait=trait.name, layer=layer, split=split, n=len(rows), levels=levels, questions=questions,
-                prompts=prompts,
+                prompts=prompts, last_token=acts, model_id=model_id(model),
                 answers=answers, projections=proj, scores=scores, coherence=coherence,
                 prompt_projection=p_proj, prompt_score=p_score,
                 r_per_sample=_pearson_finite(proj, scores), r_per_prompt=_pearson_finite(p_proj, p_score))
@@ -149,7 +179,11 @@ def r_by_layer(model, experiment: dict, vector: PersonaVector, layers: Sequence[
     Returns ``{"layers", "r_per_sample", "r_per_prompt"}``, one value per layer (NaN where
     the projection does not vary, e.g. at layer 0 the last prompt token is always the same).
     """
-    proj = prompt_projections(model, experiment["prompts"], vector, layers)  # [n, len(layers)]
+    vector.check_model(model)
+    layers = [check_layer(model, lay) for lay in layers]
+    if not layers:
+        raise ValueError("r_by_layer needs at least one layer")
+    proj = _project_layers(_experiment_acts(model, experiment), vector, layers)  # [n, len(layers)]
     levels, scores = experiment["levels"], experiment["scores"]
     p_score = _per_prompt_means(levels, scores)
     per_sample, per_prompt = [], []
@@ -216,7 +250,7 @@ def monitoring_null(model, experiment: dict, vector: PersonaVector, layer: int, 
     from personalab.stats import bootstrap_ci, null_summary
 
     vector.check_model(model)
-    acts = last_token_activations(model, experiment["prompts"], layer).float()  # [n, d]
+    acts = _experiment_acts(model, experiment)[:, check_layer(model, layer)].float()  # [n, d]
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_random, acts.shape[1], generator=gen)
     units = torch.cat([vector.unit(layer)[None].float(), rand / rand.norm(dim=1, keepdim=True)])  # [1 + R, d]

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
-from personalab.models import model_id, trace_kwargs, writable_cache_root
+from personalab.models import generation_bf16, model_id, trace_kwargs, writable_cache_root
 from personalab.profiling import stage
 
 
@@ -74,12 +74,13 @@ def generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict 
 
     Rows that finished early are padded with the pad token (decode with
     ``skip_special_tokens=True``). Active ``steer`` blocks and ``extra`` interventions
-    run at every step.
+    run at every step. Runs in bfloat16 autocast where ``models.generation_bf16`` says so.
     """
     # An intervention with no layers would leave the step loop's body empty, and an
     # nnsight iter loop that touches no module never ends: drop such hooks.
     hooks = [h for h in (*active_interventions(model), *extra) if h.layers]
-    with stage("generation"), warnings.catch_warnings():
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=generation_bf16(model))
+    with stage("generation"), bf16, warnings.catch_warnings():
         # nnsight warns that an open-ended iter loop ends "never reached": expected here.
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         ids = _run_generation(model, texts, max_new_tokens, sampling or {"do_sample": False}, hooks)
@@ -141,7 +142,7 @@ def generate(
         hooks = [*active_interventions(model), *extra]
         cacheable = cache and all(h.cache_key() is not None for h in hooks)
         key = stable_hash([model_id(model), texts, max_new_tokens, sampling, seed + b,
-                           [h.cache_key() for h in hooks]])
+                           [h.cache_key() for h in hooks], {"bf16": generation_bf16(model)}])
         path = root / f"{key}.json"
         out = _read_cached(path, len(texts)) if cacheable else None
         if out is None:

@@ -8,6 +8,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Exact comparisons with plain PyTorch need float32 scoring; test_capability checks the bf16 path.
 os.environ.setdefault("PERSONALAB_BF16_SCORING", "0")
 os.environ.setdefault("PERSONALAB_BF16_TRAINING", "0")
+os.environ.setdefault("PERSONALAB_BF16_GENERATION", "0")
 
 
 @pytest.fixture(scope="session")

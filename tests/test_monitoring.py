@@ -16,6 +16,7 @@ from personalab.monitoring import (
     Monitor,
     first_alert,
     last_prompt_projection,
+    last_token_activations,
     prediction_experiment,
     project,
     prompt_projections,
@@ -181,6 +182,12 @@ def test_prediction_experiment_on_tiny(lively, tmp_cache):
     sweep = r_by_layer(lively, exp, vec, [1, 2])
     assert sweep["layers"] == [1, 2] and len(sweep["r_per_prompt"]) == 2
     assert sweep["r_per_sample"][1] == pytest.approx(exp["r_per_sample"], nan_ok=True, abs=1e-5)
+    # the stored last-token activations are what a fresh pass gives, and sweeps on them match a recomputation
+    assert exp["last_token"].shape == (16, 5, 64)
+    torch.testing.assert_close(exp["last_token"][:, 3], last_token_activations(lively, exp["prompts"], 3),
+                               atol=1e-4, rtol=1e-4)
+    recomputed = r_by_layer(lively, {k: v for k, v in exp.items() if k != "last_token"}, vec, [1, 2])
+    assert recomputed["r_per_prompt"] == pytest.approx(sweep["r_per_prompt"], nan_ok=True, abs=1e-5)
     assert math.isfinite(response_threshold(lively, exp, vec, 2))
     fast = prediction_experiment(lively, "pirate", vec, _TraitOnlyJudge(), 2, n_questions=2, max_new_tokens=3)
     assert fast["scores"] == [1.0] * 16 and all(math.isnan(c) for c in fast["coherence"])

@@ -53,6 +53,23 @@ def test_steering_matches_forward_hook(tiny, tmp_cache, positions):
     assert plain == _hook_generate(tiny, prompts, 2, torch.zeros(64), "all")
 
 
+def test_bf16_generation_steers_like_a_hook_under_autocast_and_caches_apart(tiny, tmp_cache, monkeypatch):
+    """With bfloat16 generation on, steered answers equal a plain hook's under the same autocast,
+    and they are cached apart from float32 answers."""
+    vec = _vec(tiny)
+    prompts = [chat_prompt(tiny.tokenizer, q) for q in ("Hello there?", "Why?")]
+    generate(tiny, prompts, max_new_tokens=5)  # float32 entry
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "1")
+    monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
+    with steer(tiny, vec, 2, 1.5, coef_mode="raw"):
+        got = generate(tiny, prompts, max_new_tokens=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = _hook_generate(tiny, prompts, 2, 1.5 * vec.at(2), "all")
+    assert got == want
+    generate(tiny, prompts, max_new_tokens=5)
+    assert len(list((tmp_cache / "generations").glob("*.json"))) == 3
+
+
 def test_norm_mode_scales_unit_vector(tiny):
     vec = _vec(tiny)
     s = steer(tiny, vec, [1, 3], -0.5)
