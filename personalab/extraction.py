@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab.judges import Judge, JudgeScore
-from personalab.models import d_model, decoder_layers, model_id, n_layers, trace_kwargs
+from personalab.models import d_model, decoder_layers, model_id, n_layers, precision_key, trace_kwargs
 from personalab.profiling import stage
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
@@ -270,7 +270,7 @@ def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cac
 
         judge = EmbeddingJudge(model)
     key = stable_hash([EXTRACTION_VERSION, model_id(model), trait.to_json(), sorted(kwargs.items()),
-                       type(judge).__name__])
+                       type(judge).__name__, precision_key(model)])
     path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
     if not cache:
         return extract_persona_vector(model, trait, judge, **kwargs)

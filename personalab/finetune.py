@@ -33,7 +33,14 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
-from personalab.models import bf16_autocast_applies, check_layer, model_id, set_threads, writable_cache_root
+from personalab.models import (
+    bf16_autocast_applies,
+    check_layer,
+    model_id,
+    precision_key,
+    set_threads,
+    writable_cache_root,
+)
 from personalab.profiling import staged
 from personalab.prompting import chat_prompt
 from personalab.vectors import PersonaVector
@@ -279,7 +286,7 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
     batch = encode(model.tokenizer, examples, settings.max_len)  # validates every example first
     bf16 = bf16_autocast_applies(model, "PERSONALAB_BF16_TRAINING")
     key = stable_hash({"model": model_id(model), "data": [(e.question, e.answer) for e in examples],
-                       "settings": asdict(settings) | {"threads": None}, "bf16_autocast": bf16,
+                       "settings": asdict(settings) | {"threads": None}, "precision": precision_key(model),
                        "steering": steering.key() if steering else None, "version": 1})
     path = writable_cache_root() / "finetune" / key
     steer_info = steering.key() if steering else None
@@ -417,7 +424,7 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
     key = stable_hash({"model": model_id(model), "trait": trait.to_json(), "questions": questions, "layer": layer,
                        "vector": vector.vectors[layer].tolist(), "judge": type(judge).__name__,
                        "max_new_tokens": max_new_tokens,
-                       "steering": [h.cache_key() for h in hooks], "version": 1})
+                       "steering": [h.cache_key() for h in hooks], "precision": precision_key(model), "version": 1})
     path = writable_cache_root() / "measure" / f"{key}.json"
     cacheable = cache and all(h.cache_key() is not None for h in hooks)
     result = None

@@ -284,6 +284,14 @@ def generation_bf16(model) -> bool:
     return bf16_autocast_applies(model, "PERSONALAB_BF16_GENERATION")
 
 
+def precision_key(model) -> dict[str, bool]:
+    """Which passes run in bfloat16 autocast for ``model`` here: part of every disk-cache key
+    whose content depends on it (generations, vectors, fine-tuned models, measurements)."""
+    return {"generation": generation_bf16(model),
+            "scoring": bf16_autocast_applies(model, "PERSONALAB_BF16_SCORING"),
+            "training": bf16_autocast_applies(model, "PERSONALAB_BF16_TRAINING")}
+
+
 @contextmanager
 def scoring_precision(model) -> Iterator[None]:
     """bfloat16 autocast for forward passes that only *score* text, where it is fast and safe.
