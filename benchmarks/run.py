@@ -213,6 +213,29 @@ def bench_bf16(model, n: int = 64, tokens: int = 32) -> dict:
     return out
 
 
+def bench_bf16_vectors(model, names: tuple[str, ...] = ("pirate", "sad")) -> dict:
+    """Persona vectors extracted from float32 answers vs from bf16-autocast answers: cosine per layer.
+
+    The issue's bar for adopting bf16 generation is a cosine of at least 0.99. Both vectors
+    go through the same cached pipeline (the bf16 one is usually cached by the chapters).
+    """
+    from personalab.extraction import persona_vector
+
+    out = {}
+    for name in names:
+        vecs = {}
+        for label, flag in (("float32", "0"), ("autocast", "1")):
+            os.environ["PERSONALAB_BF16_GENERATION"] = flag
+            vecs[label] = persona_vector(model, name)
+        a, b = vecs["float32"].vectors.float(), vecs["autocast"].vectors.float()
+        cos = torch.nn.functional.cosine_similarity(a[1:], b[1:], dim=-1).tolist()  # layers 1..L
+        out[name] = {"default_layer": {k: v.default_layer for k, v in vecs.items()},
+                     "cosine_at_default_layer": cos[vecs["float32"].default_layer - 1],
+                     "cosine_min_layers_5_to_25": min(cos[4:25]), "cosine_per_layer": cos}
+    os.environ["PERSONALAB_BF16_GENERATION"] = "0"
+    return {"perf.bf16.vectors": out}
+
+
 def bench_bf16_scoring(model) -> dict:
     """Scoring passes (capability check, judge fluency log-prob) in float32 vs bf16 autocast: speed and drift."""
     from personalab import capability
@@ -262,6 +285,7 @@ def main() -> None:
     flat.update(bench_roofline(model, flat["perf.generate_tokens_per_s"]["batch_64"], flat["perf.matmul_gflops"]))
     flat.update(bench_bf16(model))
     flat.update(bench_bf16_scoring(model))
+    flat.update(bench_bf16_vectors(model))
     flat.update(bench_extract_100(model))
     flat.update(bench_steer_and_monitor(model))
     science = merged_science()
