@@ -220,3 +220,90 @@ def cosine_matrix(vectors: list[PersonaVector], layer: int) -> torch.Tensor:
     """Cosine similarity between several traits' directions at one layer ([n, n])."""
     units = torch.stack([v.unit(layer) for v in vectors])
     return units @ units.T
+
+
+# -- how much to trust a vector ------------------------------------------------------------
+
+def _pair_differences(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> torch.Tensor:
+    """Per-pair h+ - h- at ``layer`` from paired activations ``[n, L+1, d]`` (row k = pair k): ``[n, d]``."""
+    if pos.shape != neg.shape or pos.dim() != 3:
+        raise ValueError(f"need paired activations of one shape [n, L+1, d], got {tuple(pos.shape)} and "
+                         f"{tuple(neg.shape)}")
+    if not 0 <= layer < pos.shape[1]:
+        raise IndexError(f"layer {layer} out of range 0..{pos.shape[1] - 1}")
+    if pos.shape[0] < 4:
+        raise ValueError(f"need at least 4 pairs to split in halves, got {pos.shape[0]}")
+    return (pos[:, layer] - neg[:, layer]).double()
+
+
+def split_half_cosine(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, pairs_per_half: int | None = None,
+                      n_splits: int = 200, seed: int = 0) -> list[float]:
+    """How stable is the vector? Cosine between vectors from two disjoint random halves of the pairs.
+
+    ``pos``/``neg`` are paired activations ``[n, L+1, d]``. Each split draws two disjoint
+    sets of ``pairs_per_half`` pairs (default: half of them), builds the mean difference
+    from each, and compares the two at ``layer``. Near 1: more pairs would not change the
+    direction; well below 1: the vector still depends on which pairs went in.
+    """
+    diff = _pair_differences(pos, neg, layer)
+    n = diff.shape[0]
+    m = pairs_per_half or n // 2
+    if not 1 <= m <= n // 2:
+        raise ValueError(f"pairs_per_half must be 1..{n // 2} for {n} pairs, got {m}")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_splits):
+        perm = torch.randperm(n, generator=gen)
+        a, b = diff[perm[:m]].mean(0), diff[perm[m:2 * m]].mean(0)
+        out.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
+    return out
+
+
+def _heldout_d(diff_build: torch.Tensor, pos_test: torch.Tensor, neg_test: torch.Tensor) -> float:
+    """Cohen's d of held-out h+ vs h- projected on the unit mean of ``diff_build``."""
+    unit = diff_build.mean(0)
+    unit = unit / unit.norm().clamp_min(1e-12)
+    a, b = pos_test @ unit, neg_test @ unit
+    pooled = ((a.var() + b.var()) / 2).sqrt()
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_splits: int = 50,
+                       n_shuffles: int = 200, n_boot: int = 200, seed: int = 0) -> dict:
+    """Does the direction separate *new* answers better than a label-shuffled vector does?
+
+    Each split builds the vector from a random half of the pairs and measures the
+    separation (Cohen's d of projections, h+ vs h-) on the other half; ``value`` is the
+    mean over splits. The null: the same with the build half's p+/p- labels swapped at
+    random within each pair (same answers, labels permuted), ``n_shuffles`` times. The
+    interval is a bootstrap over pairs that keeps each drawn pair once (a pair on both sides
+    of a split would leak), so it is wider than a plain bootstrap's: a conservative interval.
+    Returns ``stats.null_summary``'s dict plus ``n_pairs``.
+    """
+    from personalab.stats import bootstrap_ci, null_summary
+
+    _pair_differences(pos, neg, layer)  # validates the shapes
+    P, N = pos[:, layer].double(), neg[:, layer].double()
+    n, gen = P.shape[0], torch.Generator().manual_seed(seed)
+    signs = [torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1 for _ in range(n_shuffles)]
+
+    def mean_d(rows: list[int], flip: torch.Tensor | None = None) -> float:
+        """Mean held-out d over ``n_splits`` random halves of the distinct pairs in ``rows``."""
+        idx = torch.tensor(sorted(set(rows)))
+        k = len(idx)
+        if k < 4:
+            return float("nan")
+        diff = P[idx] - N[idx] if flip is None else (P[idx] - N[idx]) * flip[idx, None]
+        split_gen = torch.Generator().manual_seed(seed + 1)  # the same splits for the vector and its nulls
+        ds = []
+        for _ in range(n_splits):
+            perm = torch.randperm(k, generator=split_gen)
+            build, test = perm[:k // 2], perm[k // 2:]
+            ds.append(_heldout_d(diff[build], P[idx[test]], N[idx[test]]))
+        finite = [d for d in ds if d == d]
+        return sum(finite) / len(finite) if finite else float("nan")
+
+    every = list(range(n))
+    ci = bootstrap_ci(lambda draw: mean_d(draw), n, n_boot=n_boot, seed=seed)
+    out = null_summary(mean_d(every), [mean_d(every, s) for s in signs], ci)
+    return {**out, "n_pairs": n}

@@ -55,3 +55,41 @@ def test_diagnostics_find_the_planted_layer():
     diag = layer_diagnostics(pos, neg)
     assert choose_layer(diag) == 5
     assert diag["separation"][5] > 2 and torch.isnan(diag["neighbour_cos"][0])
+
+
+def _paired(n: int, signal: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paired activations [n, 3, 32]: h+ = shared + signal * planted direction + noise, h- = shared + noise."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.randn(n, 3, 32, generator=gen) * 3
+    planted = torch.zeros(32)
+    planted[0] = 1.0
+    pos = shared + signal * planted + torch.randn(n, 3, 32, generator=gen)
+    neg = shared + torch.randn(n, 3, 32, generator=gen)
+    return pos, neg
+
+
+def test_split_half_cosine_grows_with_signal_and_pairs():
+    from personalab.vectors import split_half_cosine
+
+    strong = split_half_cosine(*_paired(40, 8.0), 1, n_splits=50)
+    noise = split_half_cosine(*_paired(40, 0.0), 1, n_splits=50)
+    assert len(strong) == 50 and sum(strong) / 50 > 0.8 and abs(sum(noise) / 50) < 0.3
+    few = split_half_cosine(*_paired(40, 4.0), 1, pairs_per_half=2, n_splits=50)
+    many = split_half_cosine(*_paired(40, 4.0), 1, pairs_per_half=20, n_splits=50)
+    assert sum(many) / 50 > sum(few) / 50
+    with pytest.raises(ValueError, match="at least 4 pairs"):
+        split_half_cosine(*_paired(3, 1.0), 1)
+    with pytest.raises(ValueError, match="pairs_per_half"):
+        split_half_cosine(*_paired(10, 1.0), 1, pairs_per_half=6)
+    with pytest.raises(ValueError, match="paired activations"):
+        split_half_cosine(torch.zeros(5, 3, 32), torch.zeros(6, 3, 32), 1)
+
+
+def test_heldout_separation_beats_label_shuffled_vectors_only_with_a_signal():
+    from personalab.vectors import heldout_separation
+
+    real = heldout_separation(*_paired(24, 3.0), 1, n_splits=10, n_shuffles=50, n_boot=20)
+    assert real["n_pairs"] == 24 and real["value"] > real["null_p95"] and real["percentile"] == 100
+    assert real["ci_low"] <= real["value"] <= real["ci_high"]
+    noise = heldout_separation(*_paired(24, 0.0), 1, n_splits=10, n_shuffles=50, n_boot=20)
+    assert noise["value"] < noise["null_p95"]
