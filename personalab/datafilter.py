@@ -34,46 +34,90 @@ def base_answers(model, examples: Sequence[Example], *, max_new_tokens: int = 40
 Probe = tuple[PersonaVector, int]  # a persona vector and the layer to read it at
 
 
-def answer_projections(model, examples: Sequence[Example], answers: Sequence[str],
-                       probes: Mapping[str, Probe]) -> dict[str, torch.Tensor]:
-    """Mean projection over each answer's tokens on each probe's unit vector ({name: [n]}).
+def answer_means(model, examples: Sequence[Example], answers: Sequence[str], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Mean residual activation over each answer's tokens, at each of ``layers`` ({layer: [n, d]}).
 
-    One pass through the model serves every probe: the forward stops after the deepest
-    layer asked for.
+    One pass through the model serves every layer: the forward stops after the deepest.
     """
-    if not probes:
-        raise ValueError("answer_projections() needs at least one (vector, layer) probe")
-    for vector, layer in probes.values():
-        vector.check_model(model)
-        check_layer(model, layer)
+    if not layers:
+        raise ValueError("answer_means() needs at least one layer")
+    layers = [check_layer(model, layer) for layer in layers]
     prompts = [chat_prompt(model.tokenizer, e.question) for e in examples]
-    acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers],
-                              upto=max(layer for _, layer in probes.values()), desc="projections")
-    return {name: project(acts["response"][:, layer], vector.at(layer)) for name, (vector, layer) in probes.items()}
+    acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers], upto=max(layers),
+                              desc="answer activations")
+    return {layer: acts["response"][:, layer] for layer in layers}
 
 
-def projection_differences(model, examples: Sequence[Example], probes: Mapping[str, Probe], *,
-                           reference: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """Per-sample projection difference ([n]) on each probe; ``.mean()`` is the dataset-level number.
+def activation_differences(model, examples: Sequence[Example], layers: Sequence[int], *,
+                           reference: Sequence[str] | None = None) -> dict[int, torch.Tensor]:
+    """Per sample: mean activation of the data's answer minus that of the model's own answer ({layer: [n, d]}).
 
     ``reference`` = the base model's answers to the same questions (``base_answers``);
-    computed here when not given. Scoring several vectors at once costs the same two
-    passes (data answers, own answers) as scoring one.
+    computed here when not given. Projected on a unit persona vector this is the
+    projection difference; projected on random directions, its null baseline.
     """
     if not examples:
         raise ValueError("projection_difference() got no examples")
     reference = list(reference) if reference is not None else base_answers(model, examples)
     if len(reference) != len(examples):
         raise ValueError(f"{len(examples)} examples but {len(reference)} reference answers")
-    data = answer_projections(model, examples, [e.answer for e in examples], probes)
-    own = answer_projections(model, examples, reference, probes)
-    return {name: data[name] - own[name] for name in probes}
+    data = answer_means(model, examples, [e.answer for e in examples], layers)
+    own = answer_means(model, examples, reference, layers)
+    return {layer: data[layer] - own[layer] for layer in data}
+
+
+def projection_differences(model, examples: Sequence[Example], probes: Mapping[str, Probe], *,
+                           reference: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Per-sample projection difference ([n]) on each probe; ``.mean()`` is the dataset-level number.
+
+    Scoring several vectors at once costs the same two passes (data answers, own answers)
+    as scoring one.
+    """
+    if not probes:
+        raise ValueError("projection_differences() needs at least one (vector, layer) probe")
+    for vector, _ in probes.values():
+        vector.check_model(model)
+    diffs = activation_differences(model, examples, sorted({layer for _, layer in probes.values()}),
+                                   reference=reference)
+    return {name: project(diffs[layer], vector.at(layer)) for name, (vector, layer) in probes.items()}
 
 
 def projection_difference(model, examples: Sequence[Example], vector: PersonaVector, layer: int, *,
                           reference: Sequence[str] | None = None) -> torch.Tensor:
     """Per-sample projection difference ([n]) on one vector at ``layer`` (see ``projection_differences``)."""
     return projection_differences(model, examples, {"vector": (vector, layer)}, reference=reference)["vector"]
+
+
+def filtering_null(mean_differences: Mapping[str, torch.Tensor], shifts: Mapping[str, float],
+                   direction: torch.Tensor, *, n_random: int = 200, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Does the persona vector rank datasets by the shift training causes better than a random direction?
+
+    ``mean_differences[ds]`` is dataset ``ds``'s mean activation difference at one layer
+    ([d], the mean over samples of ``activation_differences``), ``shifts[ds]`` the judged
+    trait shift training on it caused, ``direction`` the persona vector at that layer. The
+    value is the Spearman correlation of the projections with the shifts; the null is the
+    same for ``n_random`` random unit directions (seeded); the interval a bootstrap over
+    datasets (with five datasets it is wide, and says so). Returns ``stats.null_summary``'s dict.
+    """
+    from personalab.stats import bootstrap_ci, null_summary, spearman
+
+    names = [ds for ds in mean_differences if ds in shifts]
+    if len(names) < 3:
+        raise ValueError(f"filtering_null needs at least 3 datasets with a shift, got {len(names)}")
+    acts = torch.stack([mean_differences[ds].double() for ds in names])  # [k, d]
+    y = [float(shifts[ds]) for ds in names]
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.randn(n_random, acts.shape[1], generator=gen, dtype=torch.float64)
+    units = torch.cat([(direction.double() / direction.double().norm())[None], rand / rand.norm(dim=1, keepdim=True)])
+    proj = acts @ units.T  # [k, 1 + R]; column 0 = the persona vector
+
+    def rho(col: int, rows: list[int]) -> float:
+        xs = [proj[i, col].item() for i in rows]
+        return spearman(xs, [y[i] for i in rows]) if len(set(rows)) >= 3 else float("nan")
+
+    every = list(range(len(names)))
+    ci = bootstrap_ci(lambda draw: rho(0, draw), len(names), n_boot=n_boot, seed=seed)
+    return null_summary(rho(0, every), [rho(j, every) for j in range(1, proj.shape[1])], ci)
 
 
 def drop_top(examples: Sequence[Example], scores: Sequence[float], k: int) -> list[Example]:

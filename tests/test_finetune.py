@@ -206,3 +206,30 @@ def test_measure_is_cached_and_steering_aware(tiny, tmp_cache, monkeypatch):
     assert again["answers"] == first["answers"]
     with pytest.raises(pytest.fail.Exception), steer(tiny, vec, 2, 0.5):  # steering is part of the key
         ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
+
+
+def test_filtering_null_ranks_a_planted_direction_above_random_ones():
+    from personalab.datafilter import filtering_null
+
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(64, generator=gen)
+    shifts = {f"ds{i}": 3.0 * i for i in range(6)}
+    means = {ds: torch.randn(64, generator=gen) + shift * direction / direction.norm()
+             for ds, shift in shifts.items()}
+    out = filtering_null(means, shifts, direction, n_random=200, n_boot=100)
+    assert out["value"] == pytest.approx(1.0) and out["percentile"] > 90
+    assert out["ci_low"] <= out["value"] + 1e-9
+    with pytest.raises(ValueError, match="at least 3 datasets"):
+        filtering_null({"a": direction, "b": direction}, {"a": 1.0, "b": 2.0}, direction)
+
+
+def test_activation_differences_project_to_projection_differences(tiny, tmp_cache):
+    from personalab.datafilter import activation_differences
+    from personalab.monitoring import project
+
+    vec, reference = _vec(), ["No.", "Maybe later.", "Why?"]
+    diffs = activation_differences(tiny, EXAMPLES[:3], [2, 3], reference=reference)
+    assert set(diffs) == {2, 3} and diffs[2].shape == (3, 64)
+    torch.testing.assert_close(project(diffs[2], vec.at(2)),
+                               projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference),
+                               atol=1e-5, rtol=1e-4)
