@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -410,8 +410,9 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
 
     Returns ``trait`` (mean judged score), ``coherence``, ``repetition``,
     ``projection_prompt`` (last prompt token on the unit vector at ``layer``),
-    ``projection_response`` (mean over the answer's tokens), ``capability`` (0-1) and
-    the ``answers``. Active ``steer`` blocks apply, so inference-time suppression is
+    ``projection_response`` (mean over the answer's tokens), the mean activations behind
+    them (``mean_activation_prompt``/``_response``, ``[d]`` lists, for ``shift_null``),
+    ``capability`` (0-1) and the ``answers``. Active ``steer`` blocks apply, so inference-time suppression is
     ``with steer(ft, vec, layer, -c): measure(ft, ...)``.
 
     Results are cached on disk (keyed by model id, trait, questions, vector, layer, judge
@@ -424,7 +425,7 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
     key = stable_hash({"model": model_id(model), "trait": trait.to_json(), "questions": questions, "layer": layer,
                        "vector": vector.vectors[layer].tolist(), "judge": type(judge).__name__,
                        "max_new_tokens": max_new_tokens,
-                       "steering": [h.cache_key() for h in hooks], "precision": precision_key(model), "version": 1})
+                       "steering": [h.cache_key() for h in hooks], "precision": precision_key(model), "version": 2})
     path = writable_cache_root() / "measure" / f"{key}.json"
     cacheable = cache and all(h.cache_key() is not None for h in hooks)
     result = None
@@ -447,20 +448,25 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
 def _measure(model, trait, vector, judge, layer, questions, max_new_tokens) -> dict:
     from personalab.extraction import answer_activations
     from personalab.judges import repetition_rate
-    from personalab.monitoring import last_prompt_projection, project
+    from personalab.monitoring import project
     from personalab.prompting import generate
 
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} answers")
     scores = judge.score(trait, questions, answers)
+    # one pass over prompt + answer gives both readings: a causal model's state at the last
+    # prompt token does not depend on the answer that follows it
     acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers], upto=layer)
+    at_prompt, over_answer = acts["last_prompt"][:, layer].float(), acts["response"][:, layer].float()
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {
         "trait": mean([s.trait for s in scores if s.trait is not None]),
         "coherence": mean([s.coherence for s in scores if s.coherence is not None]),
         "repetition": mean([repetition_rate(a) for a in answers]),
-        "projection_prompt": last_prompt_projection(model, prompts, vector, layer).mean().item(),
-        "projection_response": project(acts["response"][:, layer], vector.at(layer)).mean().item(),
+        "projection_prompt": project(at_prompt, vector.at(layer)).mean().item(),
+        "projection_response": project(over_answer, vector.at(layer)).mean().item(),
+        "mean_activation_prompt": at_prompt.mean(0).tolist(),  # [d]: for null baselines on other directions
+        "mean_activation_response": over_answer.mean(0).tolist(),
         "capability": float("nan"),
         "answers": answers,
     }
@@ -471,3 +477,46 @@ def shift_removed(base: float, plain: float, preventative: float) -> float:
     if plain == base:
         return float("nan")
     return 1.0 - (preventative - base) / (plain - base)
+
+
+def shift_null(deltas: Sequence[torch.Tensor], d_trait: Sequence[float], traits: Sequence[str],
+               directions: Mapping[str, torch.Tensor], *, n_random: int = 200, n_boot: int = 1000,
+               seed: int = 0) -> dict:
+    """Does the activation shift along the persona vectors track the trait shift better than along random directions?
+
+    Point ``i`` is one fine-tuned model seen through one trait: ``deltas[i]`` its mean
+    activation shift from the base model at that trait's layer (``[d]``), ``d_trait[i]``
+    its judged trait shift, ``traits[i]`` the trait, whose vector at that layer is
+    ``directions[trait]``. The value is the Pearson r of the projections on the unit
+    vectors with the trait shifts; the null replaces each trait's vector by a random unit
+    direction (one per trait per draw, ``n_random`` draws, seeded); the interval is a
+    bootstrap over points. Returns ``stats.null_summary``'s dict.
+    """
+    from personalab.stats import bootstrap_ci, null_summary, pearson_r
+
+    if not len(deltas) == len(d_trait) == len(traits):
+        raise ValueError(f"{len(deltas)} deltas, {len(d_trait)} trait shifts and {len(traits)} traits: one each per point")
+    if len(deltas) < 3:
+        raise ValueError(f"shift_null needs at least 3 points, got {len(deltas)}")
+    missing = sorted(set(traits) - set(directions))
+    if missing:
+        raise ValueError(f"no direction given for trait(s) {missing}")
+    X = torch.stack([torch.as_tensor(d, dtype=torch.float64) for d in deltas])  # [n, d]
+    y = [float(v) for v in d_trait]
+    names = sorted(set(traits))
+    gen = torch.Generator().manual_seed(seed)
+
+    def unit(v: torch.Tensor) -> torch.Tensor:
+        return v.double() / v.double().norm()
+
+    def projections(units: Mapping[str, torch.Tensor]) -> list[float]:
+        return [float(X[i] @ units[t]) for i, t in enumerate(traits)]
+
+    real = projections({t: unit(directions[t]) for t in names})
+    null = []
+    for _ in range(n_random):
+        rand = {t: unit(torch.randn(X.shape[1], generator=gen, dtype=torch.float64)) for t in names}
+        null.append(pearson_r(projections(rand), y))
+    ci = bootstrap_ci(lambda draw: pearson_r([real[i] for i in draw], [y[i] for i in draw]), len(y),
+                      n_boot=n_boot, seed=seed)
+    return null_summary(pearson_r(real, y), null, ci)

@@ -201,6 +201,15 @@ def test_measure_is_cached_and_steering_aware(tiny, tmp_cache, monkeypatch):
     trait, vec = Trait.from_dict(toy_trait_dict()), _vec()
     first = ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
     assert first["trait"] == 50.0 and len(first["answers"]) == 2
+    # the last prompt token read inside prompt + answer is the prompt's own last token; projections are of the means
+    from personalab.monitoring import last_prompt_projection, project
+    from personalab.prompting import chat_prompt as _cp
+
+    prompts = [_cp(tiny.tokenizer, q) for q in trait.evaluation_questions]
+    assert first["projection_prompt"] == pytest.approx(last_prompt_projection(tiny, prompts, vec, 2).mean().item(),
+                                                       abs=1e-4)
+    assert first["projection_response"] == pytest.approx(
+        project(torch.tensor(first["mean_activation_response"]), vec.at(2)).item(), abs=1e-4)
     monkeypatch.setattr(ft_mod, "_measure", lambda *a, **k: pytest.fail("should have come from the cache"))
     again = ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
     assert again["answers"] == first["answers"]
@@ -233,3 +242,23 @@ def test_activation_differences_project_to_projection_differences(tiny, tmp_cach
     torch.testing.assert_close(project(diffs[2], vec.at(2)),
                                projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference),
                                atol=1e-5, rtol=1e-4)
+
+
+def test_shift_null_credits_a_direction_that_carries_the_shift():
+    from personalab.finetune import shift_null
+
+    gen = torch.Generator().manual_seed(0)
+    dirs = {"a": torch.randn(64, generator=gen), "b": torch.randn(64, generator=gen)}
+    traits_, shifts, deltas = [], [], []
+    for i in range(12):
+        t = "ab"[i % 2]
+        shift = float(i)
+        traits_.append(t)
+        shifts.append(shift)
+        deltas.append(shift * dirs[t] / dirs[t].norm() + 0.5 * torch.randn(64, generator=gen))
+    out = shift_null(deltas, shifts, traits_, dirs, n_random=100, n_boot=100)
+    assert out["value"] > 0.9 and out["percentile"] == 100 and out["ci_low"] > out["null_p95"]
+    with pytest.raises(ValueError, match="one each per point"):
+        shift_null(deltas[:3], shifts[:2], traits_[:3], dirs)
+    with pytest.raises(ValueError, match="no direction given"):
+        shift_null(deltas, shifts, traits_, {"a": dirs["a"]})
