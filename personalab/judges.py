@@ -202,6 +202,9 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
         prompts = [f"Question: {q}\nAnswer: " for q in qs]
         full = [p + a for p, a in zip(prompts, ans, strict=True)]
         n_ans = [len(tok(f)["input_ids"]) - len(tok(p)["input_ids"]) for p, f in zip(prompts, full, strict=True)]
+        if max(n_ans) <= 0:  # every answer in the batch is empty: nothing to score (and keep - 1 would be 0)
+            out.extend([float("-inf")] * len(ans))
+            continue
         keep = max(n_ans) + 1
         enc = tok(full, return_tensors="pt", padding=True)
         with torch.no_grad(), scoring_precision(model):

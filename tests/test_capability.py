@@ -1,5 +1,7 @@
 """The capability check scores choices by log-probability, exactly as a plain forward would."""
 
+import math
+
 import torch
 
 from personalab.capability import Item, capability_score, choice_logprobs, load_items
@@ -59,3 +61,12 @@ def test_bf16_scoring_stays_close_to_float32(tiny, monkeypatch):
         torch.testing.assert_close(b, a, rtol=0.01, atol=0.05)
     assert all(abs(x - y) < 0.05 for x, y in zip(exact_lp, fast_lp, strict=True))
     assert next(tiny._module.parameters()).dtype == torch.float32  # the model itself is untouched
+
+
+def test_answer_logprob_of_a_batch_of_empty_answers(tiny):
+    """A batch where every answer is empty scores -inf each (it used to crash on a zero-width slice)."""
+    from personalab.judges import answer_logprob
+
+    assert answer_logprob(tiny, ["Why?", "Who?"], ["", ""]) == [float("-inf"), float("-inf")]
+    mixed = answer_logprob(tiny, ["Why?", "Who?"], ["", "Nobody."])
+    assert mixed[0] == float("-inf") and math.isfinite(mixed[1])
