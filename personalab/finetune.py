@@ -24,7 +24,9 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -298,6 +300,23 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
     return FineTuned(_wrap(model, net.merge_and_unload(), key), losses, settings, steer_info, path)
 
 
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft calls a transformers API that transformers marks deprecated: a warning a learner cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _peft_model(model, settings: LoraSettings):
+    """A trainable LoRA copy of ``model``'s Hugging Face module (the base stays untouched)."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(copy.deepcopy(model._module), LoraConfig(
+        r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.target_modules),
+        lora_dropout=0.0, bias="none"))
+
+
 @staged("lora_training")
 def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc: str, *, bf16: bool = False):
     """LoRA steps on random batches of ``batch``; each batch is cut to its longest row (right
@@ -305,12 +324,10 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
     autocast while the weights, the LoRA update and the optimiser stay float32 (measured on
     this CPU, one thread, batch 4 x 89 tokens: 3.2-3.6 s per step in float32 at full width,
     1.9-2.0 s trimmed with bfloat16; ``PERSONALAB_BF16_TRAINING=0`` turns bfloat16 off)."""
-    from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(settings.seed)
-    net = get_peft_model(copy.deepcopy(model._module), LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.target_modules),
-        lora_dropout=0.0, bias="none"))
+    with _quiet_peft():
+        net = _peft_model(model, settings)
     net.train()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=settings.lr)
     order = torch.Generator().manual_seed(settings.seed)
@@ -373,8 +390,9 @@ def load_checkpoint(model, path: str | os.PathLike, *, settings: LoraSettings | 
             "was probably interrupted; delete the folder and train again"
         )
     losses = read_json(path / "losses.json", "loss record")
-    net = PeftModel.from_pretrained(copy.deepcopy(model._module), path)
-    merged = net.merge_and_unload().eval()
+    with _quiet_peft():
+        net = PeftModel.from_pretrained(copy.deepcopy(model._module), path)
+        merged = net.merge_and_unload().eval()
     return FineTuned(_wrap(model, merged, path.name), losses, settings or LoraSettings(), steering, path,
                      from_cache=True)
 

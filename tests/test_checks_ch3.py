@@ -27,3 +27,12 @@ def test_rejects_off_by_one_and_no_edit():
         check_steering_intervention(lambda *a: _generate(*a, block_offset=0))
     with pytest.raises(ExerciseFailed, match="identical to the unsteered"):
         check_steering_intervention(lambda *a: _generate(*a, edit=False))
+
+
+def test_accepts_reference_when_generation_runs_in_bf16(monkeypatch):
+    """With bf16 generation on (the default on a CPU with bf16), a correct loop still matches the library's tokens."""
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "1")
+    monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
+    check_steering_intervention(_generate)
+    with pytest.raises(ExerciseFailed, match="layer i is the output of block i"):
+        check_steering_intervention(lambda *a: _generate(*a, block_offset=0))

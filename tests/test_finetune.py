@@ -262,3 +262,13 @@ def test_shift_null_credits_a_direction_that_carries_the_shift():
         shift_null(deltas[:3], shifts[:2], traits_[:3], dirs)
     with pytest.raises(ValueError, match="no direction given"):
         shift_null(deltas, shifts, traits_, {"a": dirs["a"]})
+
+
+def test_training_and_loading_raise_no_deprecation_warnings(tiny, tmp_cache):
+    """A learner sees no FutureWarning from peft/transformers when training or loading an adapter."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        finetune(tiny, EXAMPLES, FAST, progress=False)
+        assert finetune(tiny, EXAMPLES, FAST, progress=False).from_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from personalab.checks._core import ExerciseFailed, passed
@@ -32,6 +34,7 @@ def check_steering_intervention(fn, model=None) -> None:
     """
     import personalab as pl
     from personalab.extraction import residual_stream
+    from personalab.models import generation_bf16
     from personalab.prompting import chat_prompt, generate_batch
     from personalab.steering import steer
     from personalab.vectors import PersonaVector
@@ -49,7 +52,12 @@ def check_steering_intervention(fn, model=None) -> None:
     with steer(model, vec, layer, 1.0, coef_mode="raw"):
         want = generate_batch(model, [prompt], 6)
     plain = generate_batch(model, [prompt], 6)
-    got = fn(model, prompt, layer, vec.at(layer).clone(), 6)
+    # the learner's generation runs under the same precision as generate_batch's (bf16 autocast where
+    # the CPU has it), so a correct solution gives the same tokens; nnsight's expected "never reached"
+    # warning for open-ended step loops is silenced as it is in the library
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=generation_bf16(model)), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        got = fn(model, prompt, layer, vec.at(layer).clone(), 6)
     if got is None:
         raise ExerciseFailed("your function returned None: return the new token ids")
     got = torch.as_tensor(got).reshape(1, -1)
