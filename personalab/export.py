@@ -21,11 +21,26 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from personalab.vectors import PersonaVector
+
+class SteeringShifts(Protocol):
+    """What the exporter needs from a vector (``PersonaVector`` has it): the writer sits below
+    the vector maths and imports nothing from personalab, so ``PersonaVector.to_gguf`` can use it."""
+
+    meta: dict
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def trait(self) -> str: ...
+
+    def shift(self, layer: int, coef: float, coef_mode: str = "norm") -> torch.Tensor: ...
+
 
 __all__ = ["CONTROL_VECTOR_ARCH", "llama_cpp_tensor_name", "read_gguf", "to_gguf"]
 
@@ -53,7 +68,7 @@ def llama_cpp_tensor_name(layer: int) -> str:
     return f"{_PREFIX}{layer - 1}"
 
 
-def to_gguf(vector: PersonaVector, path: str | os.PathLike, layers: int | Sequence[int], coef: float, *,
+def to_gguf(vector: SteeringShifts, path: str | os.PathLike, layers: int | Sequence[int], coef: float, *,
             coef_mode: str = "norm", model_hint: str | None = None) -> Path:
     """Write ``vector`` as a llama.cpp control vector steering ``layers`` with ``coef``; returns the path.
 
@@ -172,7 +187,7 @@ def _check_coef(coef) -> float:
     return coef
 
 
-def _model_hint(vector: PersonaVector, model_hint: str | None) -> str:
+def _model_hint(vector: SteeringShifts, model_hint: str | None) -> str:
     """The model hint to store: the caller's, else the model the vector was extracted on."""
     hint = vector.meta.get("model_id") if model_hint is None else model_hint
     if not isinstance(hint, str) or not hint:
@@ -194,7 +209,7 @@ def _prepare_path(path: str | os.PathLike) -> Path:
 
 # -- the file --------------------------------------------------------------------------------
 
-def _shift_array(vector: PersonaVector, layer: int, coef: float, coef_mode: str) -> np.ndarray:
+def _shift_array(vector: SteeringShifts, layer: int, coef: float, coef_mode: str) -> np.ndarray:
     """``vector.shift(layer, coef, coef_mode)`` as a contiguous float32 array, checked finite."""
     shift = vector.shift(layer, coef, coef_mode).detach().to("cpu", torch.float32)
     if not torch.isfinite(shift).all():

@@ -82,6 +82,12 @@ class PersonaVector:
             raise ValueError("this vector carries no residual_norm metadata: use coef_mode='raw'")
         return float(norms[layer])
 
+    def to_gguf(self, path: str | Path, layers: int | list[int], coef: float, *, coef_mode: str = "norm") -> Path:
+        """Write this vector as a llama.cpp control vector (see ``personalab.export.to_gguf``)."""
+        from personalab.export import to_gguf  # export sits above the vector maths; it only needs the shift
+
+        return to_gguf(self, path, layers, coef, coef_mode=coef_mode)
+
     # -- compatibility -------------------------------------------------------------------
     def check_model(self, model) -> None:
         """Raise VectorMismatchError unless this vector was made on ``model``'s architecture."""

@@ -210,3 +210,12 @@ def test_llama_cpp_placement_reproduces_steer(tiny, tmp_cache, tmp_path):
     assert generate(tiny, prompts, max_new_tokens=6, progress=False) != want
     off_by_one = {f"direction.{int(name.split('.')[1]) + 1}": t for name, t in control.items()}
     assert _llama_cpp_style_generate(tiny, prompts, off_by_one) != want
+
+
+def test_persona_vector_method_writes_the_same_file(tmp_path):
+    from personalab.export import read_gguf
+
+    vec = PersonaVector(torch.randn(5, 64), dict(model_id="tiny", n_layers=4, d_model=64, trait="toy", method="test",
+                                                 residual_norm=[2.0] * 5))
+    vec.to_gguf(tmp_path / "toy.gguf", [3], 0.25)
+    torch.testing.assert_close(read_gguf(tmp_path / "toy.gguf")[3], vec.shift(3, 0.25))
