@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import personalab as pl  # noqa: E402
-from personalab.extraction import answer_activations  # noqa: E402
+from personalab.activations import answer_activations  # noqa: E402
 from personalab.prompting import chat_prompt, generate  # noqa: E402
 from personalab.results import nest  # noqa: E402
 

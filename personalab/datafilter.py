@@ -17,12 +17,11 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from personalab.extraction import answer_activations
+from personalab.activations import answer_activations
 from personalab.finetune import Example
 from personalab.models import check_layer
-from personalab.monitoring import project
 from personalab.prompting import chat_prompt, generate
-from personalab.vectors import PersonaVector
+from personalab.vectors import PersonaVector, project
 
 
 def base_answers(model, examples: Sequence[Example], *, max_new_tokens: int = 40) -> list[str]:

@@ -1,47 +1,21 @@
-"""Reading the residual stream, and turning contrastive answers into a persona vector.
+"""Turning contrastive answers into a persona vector: generate, judge, filter, average, subtract.
 
-Layer convention (see ``personalab.models``): index 0 = embeddings, index i = output
-of decoder block i, so every per-layer tensor has ``n_layers + 1`` rows.
+The activations come from ``personalab.activations`` (layer convention: index 0 =
+embeddings, index i = output of decoder block i, ``n_layers + 1`` rows).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import nnsight
 import torch
-from tqdm.auto import tqdm
 
+from personalab.activations import POOLINGS, answer_activations
 from personalab.judges import Judge, JudgeScore
-from personalab.models import d_model, decoder_layers, model_id, n_layers, precision_key, trace_kwargs
-from personalab.profiling import stage
+from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
 from personalab.vectors import PersonaVector, choose_layer, layer_diagnostics
-
-
-def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None) -> torch.Tensor:
-    """Residual-stream activations for a (left-padded) batch of prompts, one nnsight trace.
-
-    Returns ``[batch, n_layers + 1, seq, d_model]`` (``upto + 1`` layers if ``upto``
-    is given: the trace then stops after block ``upto`` and skips the rest of the
-    forward pass). Rows are left-padded like the tokenizer pads them.
-    """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not prompts:
-        raise ValueError("residual_stream needs at least one prompt")
-    last = n_layers(model) if upto is None else upto
-    blocks = decoder_layers(model)
-    with stage("activations"), model.trace(prompts, **trace_kwargs(model)) as tracer:
-        saved = nnsight.save([model.model.embed_tokens.output])
-        for i in range(last):  # modules must be read in forward order
-            saved.append(blocks[i].output)
-        if upto is not None and upto < n_layers(model):
-            tracer.stop()
-    return torch.stack([h.detach() for h in saved], dim=1)
-
 
 # -- contrastive answers ------------------------------------------------------------------
 
@@ -145,46 +119,9 @@ def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 
     return keep
 
 
-# -- activations of the answers ----------------------------------------------------------
+# -- from answers to a vector ---------------------------------------------------------------
 
-POOLINGS = ("response", "prompt", "last_prompt")
 EXTRACTION_VERSION = 2  # bump when the pipeline changes, so cached vectors are rebuilt
-
-
-def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
-                       upto: int | None = None, desc: str = "activations") -> dict[str, torch.Tensor]:
-    """Per answer and layer: mean over response tokens, mean over prompt tokens, last prompt token.
-
-    Returns ``{"response" | "prompt" | "last_prompt": [n, n_layers + 1, d_model]}`` and
-    ``"response_norm": [n, n_layers + 1]`` (mean L2 norm of the response tokens, used
-    to express steering strength relative to the residual stream). Each batch is one
-    nnsight trace over the left-padded (prompt + answer) texts; texts of similar length
-    are batched together (less padding) and the rows come back in the order given.
-    ``upto`` keeps layers ``0..upto`` only and skips the rest of the forward pass — pass
-    the one layer you will read (projections, monitoring) to save that compute.
-    """
-    tok = model.tokenizer
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    n_prompt = [len(tok(p)["input_ids"]) for p in prompts]
-    n_total = [len(tok(p + a)["input_ids"]) for p, a in zip(prompts, answers, strict=True)]
-    for i, (n_p, n_t) in enumerate(zip(n_prompt, n_total, strict=True)):
-        if n_t <= n_p:
-            raise ValueError(f"answer {i} is empty after tokenization: nothing to average over")
-    order = sorted(range(len(prompts)), key=lambda i: n_total[i])
-    rows: dict[int, dict[str, torch.Tensor]] = {}
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        idx = order[s:s + batch_size]
-        hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
-        seq = hs.shape[2]
-        for j, i in enumerate(idx):
-            h = hs[j, :, seq - n_total[i]:]  # [L+1, tokens, d] without padding
-            resp = h[:, n_prompt[i]:]
-            rows[i] = {"response": resp.mean(1), "prompt": h[:, :n_prompt[i]].mean(1),
-                       "last_prompt": h[:, n_prompt[i] - 1], "response_norm": resp.norm(dim=-1).mean(1)}
-    return {k: torch.stack([rows[i][k] for i in range(len(prompts))]) for k in (*POOLINGS, "response_norm")}
 
 
 def mean_difference(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

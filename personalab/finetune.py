@@ -464,10 +464,10 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
 
 
 def _measure(model, trait, vector, judge, layer, questions, max_new_tokens) -> dict:
-    from personalab.extraction import answer_activations
+    from personalab.activations import answer_activations
     from personalab.judges import repetition_rate
-    from personalab.monitoring import project
     from personalab.prompting import generate
+    from personalab.vectors import project
 
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} answers")

@@ -23,22 +23,16 @@ import math
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Protocol
 
 import torch
 
+from personalab.llm_client import JudgeError, make_openai_client
 from personalab.models import scoring_precision
 from personalab.profiling import staged
 from personalab.traits import Trait
-
-
-class JudgeError(RuntimeError):
-    """The judge could not produce a score (endpoint unreachable, garbage reply...)."""
 
 
 @dataclass(frozen=True)
@@ -95,45 +89,6 @@ Question: {question}
 Answer: {answer}
 
 Reply with a single integer from 0 to 100 and nothing else."""
-
-
-class _HTTPChatClient:
-    """A minimal OpenAI-compatible client (``client.chat.completions.create``) on urllib."""
-
-    def __init__(self, base_url: str, api_key: str | None, timeout: float = 60.0):
-        self.base_url, self.api_key, self.timeout = base_url.rstrip("/"), api_key, timeout
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
-
-    def _create(self, **payload):
-        req = urllib.request.Request(
-            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json",
-                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                body = resp.read()
-        except (urllib.error.URLError, OSError) as err:
-            raise JudgeError(f"judge endpoint {self.base_url} is unreachable: {err}") from None
-        try:
-            return json.loads(body, object_hook=lambda d: SimpleNamespace(**d))
-        except json.JSONDecodeError:
-            raise JudgeError(f"judge endpoint {self.base_url} replied with non-JSON: {body[:120]!r}") from None
-
-
-def make_openai_client(base_url: str | None = None, api_key: str | None = None):
-    """An OpenAI-compatible client from arguments or ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``."""
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-    api_key = api_key or os.environ.get("OPENAI_API_KEY")
-    if not base_url and api_key:
-        base_url = "https://api.openai.com/v1"
-    if not base_url:
-        raise JudgeError(
-            "no LLM endpoint configured: pass base_url=/api_key= (any OpenAI-compatible server, "
-            "e.g. a local vLLM or llama.cpp server) or set OPENAI_BASE_URL / OPENAI_API_KEY. "
-            "Offline, use personalab.judges.EmbeddingJudge instead."
-        )
-    return _HTTPChatClient(base_url, api_key)
 
 
 class OpenAIJudge:

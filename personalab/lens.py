@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from personalab.extraction import residual_stream
+from personalab.activations import residual_stream
 
 
 def residual_norms(model, prompt: str, *, skip_first: bool = False) -> torch.Tensor:

@@ -22,46 +22,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from personalab.extraction import answer_activations, residual_stream
+from personalab.activations import answer_activations, last_token_activations, last_token_stack
 from personalab.judges import Judge
 from personalab.models import check_layer, layer_output, model_id
 from personalab.prompting import chat_prompt, generate, generate_batch
 from personalab.stats import pearson_r
 from personalab.traits import Trait
-from personalab.vectors import PersonaVector, VectorMismatchError
-
-
-def project(acts: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Scalar projection of activations ``[..., d]`` on ``direction`` ([d], normalised here)."""
-    unit = direction / direction.norm().clamp_min(1e-8)
-    return acts.float() @ unit.float()
-
-
-def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
-                     batch_size: int = 16) -> torch.Tensor:
-    """The residual stream of each prompt's last token at layers ``0..upto`` (default: all):
-    ``[n, upto + 1, d_model]``. Prompts of similar length share a batch (less padding); rows
-    come back in the order given."""
-    if not prompts:
-        raise ValueError("last_token_stack() got no prompts")
-    if upto is not None:
-        check_layer(model, upto)
-    lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    out = torch.empty(0)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        last = residual_stream(model, [prompts[i] for i in idx], upto=upto)[:, :, -1]  # left-padded: -1 is last
-        if out.numel() == 0:
-            out = torch.empty(len(prompts), *last.shape[1:], dtype=last.dtype)
-        out[idx] = last
-    return out
-
-
-def last_token_activations(model, prompts: Sequence[str], layer: int, batch_size: int = 16) -> torch.Tensor:
-    """The residual stream of each prompt's last token at ``layer``: ``[n, d_model]``."""
-    check_layer(model, layer)
-    return last_token_stack(model, prompts, upto=layer, batch_size=batch_size)[:, layer]
+from personalab.vectors import PersonaVector, VectorMismatchError, project
 
 
 def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector, layer: int,

@@ -148,6 +148,12 @@ class PersonaVector:
         return vec
 
 
+def project(acts: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Scalar projection of activations ``[..., d]`` on ``direction`` ([d], normalised here)."""
+    unit = direction / direction.norm().clamp_min(1e-8)
+    return acts.float() @ unit.float()
+
+
 # -- which layer? --------------------------------------------------------------------------
 
 def layer_diagnostics(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:

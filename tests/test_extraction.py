@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from personalab import extraction
+from personalab import activations, extraction
 from personalab.judges import JudgeScore
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
@@ -39,7 +39,7 @@ def test_answer_activations_match_hooks(tiny):
     tok = tiny.tokenizer
     prompts = [chat_prompt(tok, "What is up?", "Be nice."), chat_prompt(tok, "Hi", None)]
     answers = ["Not much, thanks for asking!", "Hello"]
-    acts = extraction.answer_activations(tiny, prompts, answers, batch_size=2)
+    acts = activations.answer_activations(tiny, prompts, answers, batch_size=2)
     for i, (p, a) in enumerate(zip(prompts, answers)):
         ref = _hook_activations(tiny, p + a)
         n_prompt = len(tok(p)["input_ids"])
@@ -54,15 +54,15 @@ def test_answer_activations_order_and_upto(tiny):
     tok = tiny.tokenizer
     prompts = [chat_prompt(tok, q) for q in ("A much longer question about many things?", "Hi", "Why?")]
     answers = ["A long answer that goes on and on for a while.", "Yo", "Because."]
-    one_by_one = extraction.answer_activations(tiny, prompts, answers, batch_size=1)
-    batched = extraction.answer_activations(tiny, prompts, answers, batch_size=3)
-    shallow = extraction.answer_activations(tiny, prompts, answers, batch_size=2, upto=2)
+    one_by_one = activations.answer_activations(tiny, prompts, answers, batch_size=1)
+    batched = activations.answer_activations(tiny, prompts, answers, batch_size=3)
+    shallow = activations.answer_activations(tiny, prompts, answers, batch_size=2, upto=2)
     for key in ("response", "prompt", "last_prompt"):
         torch.testing.assert_close(batched[key], one_by_one[key], atol=2e-4, rtol=1e-3)
         assert shallow[key].shape == (3, 3, 64)
         torch.testing.assert_close(shallow[key], one_by_one[key][:, :3], atol=2e-4, rtol=1e-3)
     with pytest.raises(ValueError, match="batch_size"):
-        extraction.answer_activations(tiny, prompts, answers, batch_size=0)
+        activations.answer_activations(tiny, prompts, answers, batch_size=0)
 
 
 def test_mean_difference_and_empty():

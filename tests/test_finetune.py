@@ -202,8 +202,9 @@ def test_measure_is_cached_and_steering_aware(tiny, tmp_cache, monkeypatch):
     first = ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
     assert first["trait"] == 50.0 and len(first["answers"]) == 2
     # the last prompt token read inside prompt + answer is the prompt's own last token; projections are of the means
-    from personalab.monitoring import last_prompt_projection, project
+    from personalab.monitoring import last_prompt_projection
     from personalab.prompting import chat_prompt as _cp
+    from personalab.vectors import project
 
     prompts = [_cp(tiny.tokenizer, q) for q in trait.evaluation_questions]
     assert first["projection_prompt"] == pytest.approx(last_prompt_projection(tiny, prompts, vec, 2).mean().item(),
@@ -234,7 +235,7 @@ def test_filtering_null_ranks_a_planted_direction_above_random_ones():
 
 def test_activation_differences_project_to_projection_differences(tiny, tmp_cache):
     from personalab.datafilter import activation_differences
-    from personalab.monitoring import project
+    from personalab.vectors import project
 
     vec, reference = _vec(), ["No.", "Maybe later.", "Why?"]
     diffs = activation_differences(tiny, EXAMPLES[:3], [2, 3], reference=reference)

@@ -8,6 +8,7 @@ import torch
 
 import personalab as pl
 from personalab import traits
+from personalab.activations import last_token_activations
 from personalab.checks._core import ExerciseFailed
 from personalab.checks.ch4 import check_alert_rule, check_pearson, check_projection
 from personalab.judges import JudgeScore
@@ -16,16 +17,14 @@ from personalab.monitoring import (
     Monitor,
     first_alert,
     last_prompt_projection,
-    last_token_activations,
     prediction_experiment,
-    project,
     prompt_projections,
     r_by_layer,
     response_threshold,
 )
 from personalab.prompting import chat_prompt
 from personalab.stats import pearson_r
-from personalab.vectors import PersonaVector, VectorMismatchError
+from personalab.vectors import PersonaVector, VectorMismatchError, project
 
 QUESTIONS = ("Tell me about the sea.", "Why is the sky blue?", "Hi")
 
@@ -264,7 +263,7 @@ def test_alert_rule_check():
 
 def test_monitoring_null_ranks_the_vector_among_random_directions(lively, tmp_cache):
     """A planted direction that drives the scores beats random directions; its own r is reproduced."""
-    from personalab.monitoring import last_token_activations, monitoring_null
+    from personalab.monitoring import monitoring_null
 
     vec = _vec(lively, trait="pirate")
     qs = [f"Question number {i}?" for i in range(6)]

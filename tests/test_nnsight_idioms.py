@@ -11,7 +11,7 @@ import torch
 from nnsight.intervention.interleaver import OutOfOrderError
 
 from personalab import lens, plotting
-from personalab.extraction import residual_stream
+from personalab.activations import residual_stream
 
 PROMPT = "The cat sat on the mat"
 BATCH = ["Hello", "Persona vectors live in the residual stream of a chat model."]

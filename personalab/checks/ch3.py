@@ -33,7 +33,7 @@ def check_steering_intervention(fn, model=None) -> None:
     prompt (greedy).
     """
     import personalab as pl
-    from personalab.extraction import residual_stream
+    from personalab.activations import residual_stream
     from personalab.models import generation_bf16
     from personalab.prompting import chat_prompt, generate_batch
     from personalab.steering import steer

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from personalab.checks._core import ExerciseFailed, assert_close, passed
-from personalab.monitoring import first_alert, project
+from personalab.monitoring import first_alert
 from personalab.stats import pearson_r
+from personalab.vectors import project
 
 
 def check_projection(fn) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from personalab.checks._core import ExerciseFailed, assert_close, passed
-from personalab.monitoring import project
+from personalab.vectors import project
 
 
 def check_projection_difference(fn) -> None:

@@ -1,0 +1,104 @@
+"""Reading the residual stream: every layer's activations for a batch of texts.
+
+Layer convention (see ``personalab.models``): index 0 = embeddings, index i = output
+of decoder block i, so every per-layer tensor has ``n_layers + 1`` rows. Each reader is
+one nnsight trace per batch and can stop the forward pass after the deepest layer it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import nnsight
+import torch
+from tqdm.auto import tqdm
+
+from personalab.models import check_layer, decoder_layers, n_layers, trace_kwargs
+from personalab.profiling import stage
+
+POOLINGS = ("response", "prompt", "last_prompt")
+
+
+def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None) -> torch.Tensor:
+    """Residual-stream activations for a (left-padded) batch of prompts, one nnsight trace.
+
+    Returns ``[batch, n_layers + 1, seq, d_model]`` (``upto + 1`` layers if ``upto``
+    is given: the trace then stops after block ``upto`` and skips the rest of the
+    forward pass). Rows are left-padded like the tokenizer pads them.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts:
+        raise ValueError("residual_stream needs at least one prompt")
+    last = n_layers(model) if upto is None else upto
+    blocks = decoder_layers(model)
+    with stage("activations"), model.trace(prompts, **trace_kwargs(model)) as tracer:
+        saved = nnsight.save([model.model.embed_tokens.output])
+        for i in range(last):  # modules must be read in forward order
+            saved.append(blocks[i].output)
+        if upto is not None and upto < n_layers(model):
+            tracer.stop()
+    return torch.stack([h.detach() for h in saved], dim=1)
+
+
+def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
+                       upto: int | None = None, desc: str = "activations") -> dict[str, torch.Tensor]:
+    """Per answer and layer: mean over response tokens, mean over prompt tokens, last prompt token.
+
+    Returns ``{"response" | "prompt" | "last_prompt": [n, n_layers + 1, d_model]}`` and
+    ``"response_norm": [n, n_layers + 1]`` (mean L2 norm of the response tokens, used
+    to express steering strength relative to the residual stream). Each batch is one
+    nnsight trace over the left-padded (prompt + answer) texts; texts of similar length
+    are batched together (less padding) and the rows come back in the order given.
+    ``upto`` keeps layers ``0..upto`` only and skips the rest of the forward pass — pass
+    the one layer you will read (projections, monitoring) to save that compute.
+    """
+    tok = model.tokenizer
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    n_prompt = [len(tok(p)["input_ids"]) for p in prompts]
+    n_total = [len(tok(p + a)["input_ids"]) for p, a in zip(prompts, answers, strict=True)]
+    for i, (n_p, n_t) in enumerate(zip(n_prompt, n_total, strict=True)):
+        if n_t <= n_p:
+            raise ValueError(f"answer {i} is empty after tokenization: nothing to average over")
+    order = sorted(range(len(prompts)), key=lambda i: n_total[i])
+    rows: dict[int, dict[str, torch.Tensor]] = {}
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[s:s + batch_size]
+        hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
+        seq = hs.shape[2]
+        for j, i in enumerate(idx):
+            h = hs[j, :, seq - n_total[i]:]  # [L+1, tokens, d] without padding
+            resp = h[:, n_prompt[i]:]
+            rows[i] = {"response": resp.mean(1), "prompt": h[:, :n_prompt[i]].mean(1),
+                       "last_prompt": h[:, n_prompt[i] - 1], "response_norm": resp.norm(dim=-1).mean(1)}
+    return {k: torch.stack([rows[i][k] for i in range(len(prompts))]) for k in (*POOLINGS, "response_norm")}
+
+
+def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
+                     batch_size: int = 16) -> torch.Tensor:
+    """The residual stream of each prompt's last token at layers ``0..upto`` (default: all):
+    ``[n, upto + 1, d_model]``. Prompts of similar length share a batch (less padding); rows
+    come back in the order given."""
+    if not prompts:
+        raise ValueError("last_token_stack() got no prompts")
+    if upto is not None:
+        check_layer(model, upto)
+    lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    out = torch.empty(0)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        last = residual_stream(model, [prompts[i] for i in idx], upto=upto)[:, :, -1]  # left-padded: -1 is last
+        if out.numel() == 0:
+            out = torch.empty(len(prompts), *last.shape[1:], dtype=last.dtype)
+        out[idx] = last
+    return out
+
+
+def last_token_activations(model, prompts: Sequence[str], layer: int, batch_size: int = 16) -> torch.Tensor:
+    """The residual stream of each prompt's last token at ``layer``: ``[n, d_model]``."""
+    check_layer(model, layer)
+    return last_token_stack(model, prompts, upto=layer, batch_size=batch_size)[:, layer]

@@ -1,0 +1,98 @@
+"""The library's import floors follow the method, and no import points up a floor or closes a loop.
+
+Every module of ``personalab`` is placed on a floor below; a module may import only from
+its own floor or lower ones, and the import graph (module-level and function-level
+imports alike) has no cycle. A new module must be placed here before its tests pass.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "personalab"
+
+FLOORS = {
+    # 1. plumbing that knows nothing about models: files and caches, statistics, recorded
+    #    results, timing, an HTTP chat client, the GGUF control-vector format
+    "_io": 1, "stats": 1, "results": 1, "profiling": 1, "llm_client": 1, "export": 1, "versions": 1,
+    # 2. model access and the layer convention
+    "models": 2, "__init__": 2,
+    # 3. reading activations, and vector maths
+    "activations": 3, "vectors": 3,
+    # 4. prompting, generation and the intervention hook; the logit lens
+    "prompting": 4, "lens": 4,
+    # 5. traits and judges
+    "traits": 5, "judges": 5,
+    # 6. extraction (the method's steps 1-4) and the capability check
+    "extraction": 6, "capability": 6,
+    # 7. steering and monitoring
+    "steering": 7, "monitoring": 7,
+    # 8. datasets, fine-tuning, data filtering
+    "finetune": 8, "datafilter": 8,
+    # 9. the book's support
+    "plotting": 9, "plotting_steering": 9, "plotting_monitoring": 9, "plotting_finetune": 9, "widgets": 9,
+    "assignments": 9, "checks": 9,
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts
+    if parts[0] == "checks":  # the exercise checks are one subpackage on the top floor
+        return "checks"
+    return parts[0]
+
+
+def _imports(path: Path) -> set[str]:
+    """personalab modules that ``path`` imports, at module level or inside functions."""
+    known = {p.stem for p in ROOT.glob("*.py")} | {"checks"}
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "personalab":
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                out.add(parts[1])
+            else:  # from personalab import traits  -> the traits module; from personalab import X -> the package
+                out |= {a.name if a.name in known else "__init__" for a in node.names}
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "personalab":
+                    out.add(parts[1] if len(parts) > 1 else "__init__")
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        name = _module_name(path)
+        graph.setdefault(name, set()).update(d for d in _imports(path) if d != name)
+    return graph
+
+
+def test_every_module_has_a_floor():
+    missing = sorted(set(_graph()) - set(FLOORS))
+    assert not missing, f"place these modules on a floor in tests/test_architecture.py: {missing}"
+
+
+def test_no_import_points_up_a_floor():
+    upward = [f"{a} (floor {FLOORS[a]}) imports {b} (floor {FLOORS[b]})"
+              for a, deps in _graph().items() for b in deps if FLOORS[b] > FLOORS[a]]
+    assert not upward, "imports against the method's order:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycle():
+    graph, state, cycles = _graph(), {}, []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [node, dep]) if dep in stack else f"{node} -> {dep}")
+            elif dep not in state:
+                visit(dep, stack + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
