@@ -2,7 +2,8 @@
 
 from personalab.models import DEFAULT_MODEL, load_model, set_threads, tiny_model
 
-set_threads()  # 1 thread unless $PERSONALAB_THREADS says otherwise (see models.set_threads)
+# Importing personalab changes no torch setting: load_model() and tiny_model() apply
+# $PERSONALAB_THREADS (default 1) unless set_threads() was called first.
 
 __all__ = ["DEFAULT_MODEL", "load_model", "set_threads", "tiny_model"]
 __version__ = "0.1.0"

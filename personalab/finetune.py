@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
+from personalab.config import settings
 from personalab.models import (
     bf16_autocast_applies,
     check_layer,
@@ -238,10 +239,7 @@ PROFILES = ("full", "ci")
 
 def profile() -> str:
     """The run profile from ``$PERSONALAB_PROFILE``: "full" (default) or "ci" (lighter, for CI)."""
-    name = os.environ.get("PERSONALAB_PROFILE", "full")
-    if name not in PROFILES:
-        raise ValueError(f"PERSONALAB_PROFILE must be one of {PROFILES}, got {name!r}")
-    return name
+    return settings().profile
 
 
 def profile_settings(name: str | None = None) -> dict:
@@ -286,7 +284,7 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
         steering.vector.check_model(model)
         check_layer(model, steering.layer, allow_embeddings=False)
     batch = encode(model.tokenizer, examples, settings.max_len)  # validates every example first
-    bf16 = bf16_autocast_applies(model, "PERSONALAB_BF16_TRAINING")
+    bf16 = bf16_autocast_applies(model, "training")
     key = stable_hash({"model": model_id(model), "data": [(e.question, e.answer) for e in examples],
                        "settings": asdict(settings) | {"threads": None}, "precision": precision_key(model),
                        "steering": steering.key() if steering else None, "version": 1})

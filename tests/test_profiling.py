@@ -5,14 +5,14 @@ import time
 
 import pytest
 
-from personalab import profiling, results
+from personalab import profiling
 
 
 @pytest.fixture()
 def fresh(monkeypatch, tmp_path):
     monkeypatch.setattr(profiling, "_totals", profiling.defaultdict(float))
     monkeypatch.setattr(profiling, "_stack", [])
-    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("PERSONALAB_RESULTS", str(tmp_path))
     return tmp_path
 
 
