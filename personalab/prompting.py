@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from personalab._io import atomic_write_json, read_json, stable_hash
 from personalab.models import generation_bf16, model_id, trace_kwargs, writable_cache_root
 from personalab.profiling import stage
+from personalab.validate import finite_real, positive_int, text_list
 
 
 def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
@@ -124,32 +125,41 @@ def generate(
     ``temperature=0`` is greedy; otherwise sampling is seeded per batch with
     ``seed + batch_index``.
     """
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("generate() got no prompts")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    prompts = text_list(prompts, "prompts")
+    max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+    batch_size = positive_int(batch_size, "batch_size")
+    temperature = finite_real(temperature, "temperature")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
     lengths = [len(ids) for ids in model.tokenizer(prompts)["input_ids"]]
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and max(lengths) + max_new_tokens > context:
+        i = max(range(len(prompts)), key=lambda k: lengths[k])
+        raise ValueError(f"prompt {i} has {lengths[i]} tokens; with max_new_tokens={max_new_tokens} that exceeds the "
+                         f"model's context of {context} tokens: shorten the prompt")
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     root = writable_cache_root() / "generations"
     answers: list[str] = [""] * len(prompts)
     batches = range(0, len(prompts), batch_size)
     for b, start in enumerate(tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False)):
         rows = order[start:start + batch_size]
-        texts = [prompts[i] for i in rows]
+        batch = [prompts[i] for i in rows]
         extra = [h.select(rows) if hasattr(h, "select") else h for h in interventions]
         hooks = [*active_interventions(model), *extra]
         cacheable = cache and all(h.cache_key() is not None for h in hooks)
-        key = stable_hash([model_id(model), texts, max_new_tokens, sampling, seed + b,
+        key = stable_hash([model_id(model), batch, max_new_tokens, sampling, seed + b,
                            [h.cache_key() for h in hooks], {"bf16": generation_bf16(model)}])
         path = root / f"{key}.json"
-        out = _read_cached(path, len(texts)) if cacheable else None
+        out = _read_cached(path, len(batch)) if cacheable else None
         if out is None:
             if sampling["do_sample"]:
                 torch.manual_seed(seed + b)
-            new_ids = generate_batch(model, texts, max_new_tokens, sampling, extra)
+            new_ids = generate_batch(model, batch, max_new_tokens, sampling, extra)
             out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+            if hooks and not any(a.strip() for a in out):
+                warnings.warn(f"every answer in this batch of {len(out)} is empty under {hooks}: the steering "
+                              "is probably too strong for the model (lower coef)", stacklevel=2)
             if cacheable:
                 atomic_write_json(path, out)
         for i, answer in zip(rows, out, strict=True):
@@ -171,6 +181,6 @@ def _read_cached(path, n: int) -> list[str] | None:
 
 
 def ask(model, questions: Sequence[str], system: str | None = None, **kwargs) -> list[str]:
-    """Convenience: answer each question under one system prompt."""
+    """Convenience: answer each question (a list of strings) under one system prompt."""
     tok = model.tokenizer
-    return generate(model, [chat_prompt(tok, q, system) for q in questions], **kwargs)
+    return generate(model, [chat_prompt(tok, q, system) for q in text_list(questions, "questions")], **kwargs)

@@ -29,9 +29,20 @@ import torch
 from personalab._io import stable_hash
 from personalab.models import check_layer, layer_output
 from personalab.prompting import active_interventions
+from personalab.validate import finite_real, integer
 from personalab.vectors import PersonaVector, random_directions_like
 
 POSITIONS = ("all", "prompt", "response")
+
+
+def _layer_tuple(layers: object) -> tuple[int, ...]:
+    """One layer (any integral type) or an iterable of layers, as a tuple of ints."""
+    try:
+        return (integer(layers, "layer"),)
+    except TypeError:
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+            raise TypeError(f"layers must be a layer number or a list of them, got {layers!r}") from None
+        return tuple(integer(x, "layer") for x in layers)
 COEF_MODES = ("raw", "norm")
 
 
@@ -45,15 +56,18 @@ class Steering:
             raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
         if coef_mode not in COEF_MODES:
             raise ValueError(f"coef_mode must be one of {COEF_MODES}, got {coef_mode!r}")
-        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef):
-            raise ValueError(f"coef must be a finite number, got {coef!r}")
-        layers = (layers,) if isinstance(layers, int) else tuple(layers)
+        coef = finite_real(coef, "coef")
+        layers = _layer_tuple(layers)
         if not layers:
             raise ValueError("steer() needs at least one layer")
         self.layers = tuple(check_layer(model, layer, allow_embeddings=False) for layer in layers)
-        self.model, self.vector, self.coef = model, vector, float(coef)
+        self.model, self.vector, self.coef = model, vector, coef
         self.positions, self.coef_mode = positions, coef_mode
         self.deltas = {layer: self.delta(layer) for layer in self.layers}
+        for layer, d in self.deltas.items():
+            if not torch.isfinite(d).all():
+                raise ValueError(f"the steering vector at layer {layer} is not finite (norm {d.norm().item()}): "
+                                 "check the vector and its residual_norm metadata")
 
     def delta(self, layer: int) -> torch.Tensor:
         """The vector added at ``layer`` ([d_model])."""

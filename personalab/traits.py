@@ -113,11 +113,16 @@ def _need(cond: bool, field_name: str, msg: str) -> None:
         raise TraitError(f"trait field {field_name!r}: {msg}")
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 def validate(data: dict) -> None:
     """Check a trait dict against the schema; raise TraitError naming the bad field."""
     _need(isinstance(data, dict), "(root)", "a trait must be a JSON object")
     for key in ("name", "adjective", "antonym", "description", "rubric"):
         _need(isinstance(data.get(key), str) and data[key].strip() != "", key, "must be a non-empty string")
+    _need(bool(_SAFE_NAME.match(data["name"])) and ".." not in data["name"], "name",
+          "must be a safe name: letters, digits, '_', '.' and '-', starting with a letter or digit (it names cache files)")
     ins = data.get("instructions")
     _need(isinstance(ins, list) and len(ins) == N_INSTRUCTIONS, "instructions",
           f"must be a list of exactly {N_INSTRUCTIONS} {{'pos', 'neg'}} pairs")
@@ -142,9 +147,12 @@ def validate(data: dict) -> None:
         for side in ("pos", "neg"):
             _need(isinstance(ex.get(side), list) and len(ex[side]) >= 2, f"exemplars.{side}",
                   "needs at least 2 example answers")
+            _need(all(isinstance(a, str) and a.strip() for a in ex[side]), f"exemplars.{side}",
+                  "must hold non-empty strings")
     gp = data.get("graded_prompts", [])
     _need(isinstance(gp, list) and (not gp or len(gp) == N_GRADED), "graded_prompts",
           f"must be empty or hold exactly {N_GRADED} system prompts")
+    _need(all(isinstance(p, str) and p.strip() for p in gp), "graded_prompts", "must hold non-empty strings")
 
 
 def _data_dir():

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from personalab._io import atomic_write_bytes, atomic_write_json, read_json
+from personalab.validate import file_stem, layer_index
 
 REQUIRED_META = ("model_id", "n_layers", "d_model", "trait", "method")
 
@@ -52,10 +53,7 @@ class PersonaVector:
 
     def at(self, layer: int) -> torch.Tensor:
         """The raw difference vector at ``layer`` ([d_model])."""
-        if not 0 <= layer <= self.n_layers:
-            raise IndexError(f"layer {layer} is out of range: this vector has layers 0-{self.n_layers} "
-                             "(0 = embeddings, i = output of block i)")
-        return self.vectors[layer]
+        return self.vectors[layer_index(layer, self.n_layers)]
 
     def unit(self, layer: int) -> torch.Tensor:
         """The unit-length direction at ``layer``."""
@@ -111,25 +109,29 @@ class PersonaVector:
 
     # -- storage -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``path.safetensors`` and ``path.json``; returns the stem path."""
-        path = Path(path).with_suffix("")
+        """Write ``path.safetensors`` and ``path.json``; returns the stem path.
+
+        Only a ``.safetensors``/``.json`` ending is dropped from ``path``: ``save("sad_coef0.5")``
+        and ``save("sad_coef0.8")`` write two different pairs of files.
+        """
+        path = file_stem(path)
         missing = [k for k in REQUIRED_META if k not in self.meta]
         if missing:
             raise ValueError(f"cannot save: metadata lacks {missing}")
         tmp = path.with_name(path.name + ".tmp.safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"vectors": self.vectors.contiguous().float()}, str(tmp))
-        atomic_write_bytes(path.with_suffix(".safetensors"), tmp.read_bytes())
+        atomic_write_bytes(_with(path, ".safetensors"), tmp.read_bytes())
         tmp.unlink()
-        atomic_write_json(path.with_suffix(".json"), self.meta)
+        atomic_write_json(_with(path, ".json"), self.meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path, model=None) -> PersonaVector:
         """Read a saved vector; with ``model``, also check it belongs to that model."""
-        path = Path(path).with_suffix("")
-        meta = read_json(path.with_suffix(".json"), "persona-vector metadata")
-        tensor_file = path.with_suffix(".safetensors")
+        path = file_stem(path)
+        meta = read_json(_with(path, ".json"), "persona-vector metadata")
+        tensor_file = _with(path, ".safetensors")
         if not tensor_file.is_file():
             raise FileNotFoundError(f"persona-vector tensor not found: {tensor_file}")
         try:
@@ -138,7 +140,7 @@ class PersonaVector:
             raise ValueError(f"persona-vector file {tensor_file} is corrupt or truncated ({err})") from None
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
-            raise ValueError(f"persona-vector metadata {path.with_suffix('.json')} lacks {missing}")
+            raise ValueError(f"persona-vector metadata {_with(path, '.json')} lacks {missing}")
         if vectors.shape != (meta["n_layers"] + 1, meta["d_model"]):
             raise ValueError(f"{tensor_file}: tensor shape {tuple(vectors.shape)} does not match its metadata "
                              f"({meta['n_layers'] + 1} x {meta['d_model']})")
@@ -146,6 +148,11 @@ class PersonaVector:
         if model is not None:
             vec.check_model(model)
         return vec
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    """``stem`` + ``suffix`` (``with_suffix`` would replace a dot already in the name)."""
+    return stem.with_name(stem.name + suffix)
 
 
 def project(acts: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "personalab"
 FLOORS = {
     # 1. plumbing that knows nothing about models: files and caches, statistics, recorded
     #    results, timing, the environment settings, an HTTP chat client, the GGUF control-vector format
-    "_io": 1, "config": 1, "stats": 1, "results": 1, "profiling": 1, "llm_client": 1, "export": 1, "versions": 1,
+    "_io": 1, "config": 1, "validate": 1, "stats": 1, "results": 1, "profiling": 1, "llm_client": 1, "export": 1, "versions": 1,
     # 2. model access and the layer convention
     "models": 2, "__init__": 2,
     # 3. reading activations, and vector maths

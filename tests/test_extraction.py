@@ -127,5 +127,5 @@ def test_generation_cache_and_seeds(tiny, tmp_cache):
     s1 = generate(tiny, prompts, max_new_tokens=6, temperature=1.0, seed=3, cache=False)
     s2 = generate(tiny, prompts, max_new_tokens=6, temperature=1.0, seed=3, cache=False)
     assert s1 == s2
-    with pytest.raises(ValueError, match="no prompts"):
+    with pytest.raises(ValueError, match="prompts is empty"):
         generate(tiny, [])

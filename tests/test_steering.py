@@ -83,7 +83,7 @@ def test_bad_inputs(tiny):
         steer(tiny, vec, 7, 1.0)
     with pytest.raises(ValueError, match="positions must be one of"):
         steer(tiny, vec, 2, 1.0, positions="responses")
-    with pytest.raises(ValueError, match="finite number"):
+    with pytest.raises(ValueError, match="coef must be finite"):
         steer(tiny, vec, 2, math.nan)
     other = PersonaVector(torch.randn(31, 576), dict(model_id="SmolLM2-135M-Instruct", n_layers=30, d_model=576,
                                                      trait="toy", method="test"))

@@ -43,7 +43,7 @@ def test_nan_vector_refused():
 
 
 def test_layer_out_of_range():
-    with pytest.raises(IndexError, match="layers 0-4"):
+    with pytest.raises(IndexError, match="layers run 0-4"):
         _vec().at(5)
 
 

@@ -1,0 +1,99 @@
+"""Checks for the inputs the public API takes, one function per kind, so every entry point
+rejects the same bad input with the same clear message (what was wrong, what was expected).
+
+numpy and torch scalars are accepted wherever a Python number is (a layer picked with
+``np.argmax`` or ``tensor.argmax()`` works); ``bool`` is refused where a number is meant,
+since ``True`` would silently mean 1.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+KNOWN_SUFFIXES = (".safetensors", ".json")
+
+
+def _scalar(x: object) -> object:
+    """A 0-d numpy/torch value as a Python number; anything else unchanged."""
+    item = getattr(x, "item", None)
+    shape = getattr(x, "shape", None)
+    if callable(item) and shape is not None and tuple(shape) == ():
+        return item()
+    return x
+
+
+def integer(x: object, what: str) -> int:
+    """``x`` as an ``int`` (any integral type, not ``bool``), else a TypeError naming ``what``."""
+    v = _scalar(x)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{what} must be a whole number, got {x!r} ({type(x).__name__})")
+    return int(v)
+
+
+def layer_index(x: object, n_layers: int, *, allow_embeddings: bool = True) -> int:
+    """A layer in personalab's convention: 0 = embeddings (when allowed), i = output of block i."""
+    layer = integer(x, "layer")
+    lo = 0 if allow_embeddings else 1
+    if not lo <= layer <= n_layers:
+        raise IndexError(f"layer {layer} is out of range: this model has {n_layers} blocks, so layers run "
+                         f"{lo}-{n_layers} (0 = embeddings, i = output of block i)")
+    return layer
+
+
+def positive_int(x: object, what: str) -> int:
+    """A whole number >= 1 (batch sizes, steps, counts)."""
+    v = integer(x, what)
+    if v < 1:
+        raise ValueError(f"{what} must be >= 1, got {v}")
+    return v
+
+
+def finite_real(x: object, what: str) -> float:
+    """A finite real number (any numeric type, not ``bool``), as a float."""
+    v = _scalar(x)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{what} must be a real number, got {x!r} ({type(x).__name__})")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, got {f}")
+    return f
+
+
+def text_list(xs: object, what: str) -> list[str]:
+    """A non-empty list of non-empty strings; a bare string is refused (it would be read per character)."""
+    if isinstance(xs, str):
+        raise TypeError(f"{what} must be a list of strings, got one string {xs[:40]!r}: wrap it as [{xs[:20]!r}]")
+    if not isinstance(xs, Sequence):
+        raise TypeError(f"{what} must be a list of strings, got {type(xs).__name__}")
+    out = list(xs)
+    if not out:
+        raise ValueError(f"{what} is empty: give at least one")
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise TypeError(f"{what}[{i}] must be a string, got {x!r} ({type(x).__name__})")
+        if not x.strip():
+            raise ValueError(f"{what}[{i}] is empty")
+    return out
+
+
+def safe_name(name: object, what: str = "name") -> str:
+    """A name that is safe as a file name inside a cache folder: letters, digits, ``_ . -``, no ``..``."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} is not a safe name: use letters, digits, '_', '.' and '-' "
+                         "(starting with a letter or digit, no '..', no '/')")
+    return name
+
+
+def file_stem(path: str | Path) -> Path:
+    """``path`` without a ``.safetensors``/``.json`` ending; other dots are part of the name
+    (``sad_coef0.5`` stays ``sad_coef0.5``, where ``Path.with_suffix("")`` would cut it)."""
+    path = Path(path)
+    for suffix in KNOWN_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
