@@ -35,6 +35,7 @@ from personalab.llm_client import JudgeError, make_openai_client
 from personalab.models import scoring_precision
 from personalab.profiling import staged
 from personalab.traits import Trait
+from personalab.validate import finite_real, integer
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,18 @@ class OpenAIJudge:
     """The paper's judge on any OpenAI-compatible endpoint (see the module docstring)."""
 
     def __init__(self, model: str | None = None, client=None, *, base_url: str | None = None,
-                 api_key: str | None = None, retries: int = 3, backoff_s: float = 1.0):
+                 api_key: str | None = None, retries: int = 3, backoff_s: float = 1.0, timeout: float = 60.0):
+        """``retries`` = extra attempts after the first, only for errors that can pass (timeouts,
+        refused connections, HTTP 429 and 5xx); ``timeout`` = seconds per request."""
         self.model = model or settings().judge_model
-        self.client = client or make_openai_client(base_url, api_key)
-        self.retries, self.backoff_s = retries, backoff_s
+        self.retries = integer(retries, "retries")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        self.backoff_s = finite_real(backoff_s, "backoff_s")
+        self.client = client or make_openai_client(base_url, api_key, timeout=finite_real(timeout, "timeout"))
 
     def _one(self, prompt: str) -> float | None:
-        err: Exception | None = None
-        for attempt in range(self.retries):
+        for attempt in range(self.retries + 1):
             try:
                 reply = self.client.chat.completions.create(
                     model=self.model, messages=[{"role": "user", "content": prompt}],
@@ -115,15 +120,18 @@ class OpenAIJudge:
                 top = {t.token: t.logprob for t in content.top_logprobs}
                 return logprob_weighted_score(top)
             except (AttributeError, IndexError, KeyError, TypeError) as e:
-                err = JudgeError(f"judge endpoint replied without top logprobs ({type(e).__name__}: {e}); "
-                                 "the server must support logprobs=True, top_logprobs=20")
+                raise JudgeError(f"judge endpoint replied without top logprobs ({type(e).__name__}: {e}); "
+                                 "the server must support logprobs=True, top_logprobs=20") from None
             except JudgeError as e:
-                err = e
+                if not e.retryable or attempt == self.retries:
+                    raise
             time.sleep(self.backoff_s * 2**attempt)
-        raise err  # type: ignore[misc]
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     @staged("judging")
     def score(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]:
+        if len(questions) != len(answers):  # before any request is paid for
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
         out = []
         for q, a in zip(questions, answers, strict=True):
             t = self._one(trait.judge_prompt(q, a))

@@ -14,7 +14,15 @@ from types import SimpleNamespace
 
 
 class JudgeError(RuntimeError):
-    """The judge could not produce a score (endpoint unreachable, garbage reply...)."""
+    """The judge could not produce a score (endpoint unreachable, garbage reply...).
+
+    ``retryable`` says whether trying again can help: timeouts, refused connections,
+    HTTP 429 and 5xx can; a 401, a 404 or a reply in the wrong format will not.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class _HTTPChatClient:
@@ -33,15 +41,27 @@ class _HTTPChatClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 body = resp.read()
-        except (urllib.error.URLError, OSError) as err:
-            raise JudgeError(f"judge endpoint {self.base_url} is unreachable: {err}") from None
+        except urllib.error.HTTPError as err:
+            excerpt = err.read()[:200].decode("utf-8", errors="replace")
+            hint = {401: " (check the API key)", 403: " (the key may lack access to this model)",
+                    404: " (check base_url and the model name)", 429: " (rate limited)"}.get(err.code, "")
+            raise JudgeError(f"judge endpoint {self.base_url} answered HTTP {err.code}{hint}: {excerpt!r}",
+                             retryable=err.code == 429 or err.code >= 500) from None
+        except (urllib.error.URLError, OSError) as err:  # refused, DNS, timeout
+            raise JudgeError(f"judge endpoint {self.base_url} is unreachable (timeout {self.timeout:g} s): {err}",
+                             retryable=True) from None
         try:
-            return json.loads(body, object_hook=lambda d: SimpleNamespace(**d))
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JudgeError(f"judge endpoint {self.base_url} replied with bytes that are not UTF-8: "
+                             f"{body[:120]!r}") from None
+        try:
+            return json.loads(text, object_hook=lambda d: SimpleNamespace(**d))
         except json.JSONDecodeError:
-            raise JudgeError(f"judge endpoint {self.base_url} replied with non-JSON: {body[:120]!r}") from None
+            raise JudgeError(f"judge endpoint {self.base_url} replied with non-JSON: {text[:120]!r}") from None
 
 
-def make_openai_client(base_url: str | None = None, api_key: str | None = None):
+def make_openai_client(base_url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0):
     """An OpenAI-compatible client from arguments or ``$OPENAI_BASE_URL``/``$OPENAI_API_KEY``."""
     base_url = base_url or os.environ.get("OPENAI_BASE_URL")
     api_key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -53,4 +73,4 @@ def make_openai_client(base_url: str | None = None, api_key: str | None = None):
             "e.g. a local vLLM or llama.cpp server) or set OPENAI_BASE_URL / OPENAI_API_KEY. "
             "Offline, use personalab.judges.EmbeddingJudge instead."
         )
-    return _HTTPChatClient(base_url, api_key)
+    return _HTTPChatClient(base_url, api_key, timeout)

@@ -24,10 +24,19 @@ def test_repetition_rate():
 
 class _Handler(BaseHTTPRequestHandler):
     mode = "ok"
+    requests = 0
 
     def do_POST(self):  # noqa: N802
         self.rfile.read(int(self.headers["Content-Length"]))
-        if _Handler.mode == "garbage":
+        _Handler.requests += 1
+        if _Handler.mode.isdigit():  # an HTTP error status
+            self.send_response(int(_Handler.mode))
+            self.end_headers()
+            self.wfile.write(b'{"error": {"message": "nope"}}')
+            return
+        if _Handler.mode == "latin1":
+            body = "réponse".encode("latin-1")
+        elif _Handler.mode == "garbage":
             body = b"<html>oops</html>"
         elif _Handler.mode == "nologprobs":
             body = json.dumps({"choices": [{"message": {"content": "7"}}]}).encode()
@@ -71,3 +80,33 @@ def test_openai_judge_unreachable():
     judge = OpenAIJudge("m", base_url="http://127.0.0.1:9/v1", retries=2, backoff_s=0)
     with pytest.raises(JudgeError, match="unreachable"):
         judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])
+
+
+@pytest.mark.parametrize("status,retries,requests,match", [
+    ("401", 3, 1, r"HTTP 401 \(check the API key\): .*nope"),   # not retried: it cannot pass
+    ("404", 3, 1, r"HTTP 404 \(check base_url and the model name\)"),
+    ("500", 2, 3, r"HTTP 500"),                                  # retried: servers recover
+    ("429", 0, 1, r"HTTP 429 \(rate limited\)"),                # retries=0 means one attempt
+])
+def test_openai_judge_reports_http_status_and_retries_only_what_can_pass(server, status, retries, requests, match):
+    _Handler.mode, _Handler.requests = status, 0
+    judge = OpenAIJudge("judge-model", base_url=server, retries=retries, backoff_s=0)
+    with pytest.raises(JudgeError, match=match):
+        judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])
+    assert _Handler.requests == requests
+
+
+def test_openai_judge_edge_inputs(server):
+    _Handler.mode, _Handler.requests = "latin1", 0
+    judge = OpenAIJudge("judge-model", base_url=server, retries=0, backoff_s=0, timeout=5)
+    assert judge.client.timeout == 5
+    with pytest.raises(JudgeError, match="not UTF-8"):
+        judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])
+    _Handler.mode, _Handler.requests = "ok", 0
+    with pytest.raises(ValueError, match="2 questions but 1 answers"):
+        judge.score(Trait.from_dict(toy_trait_dict()), ["q", "r"], ["a"])
+    assert _Handler.requests == 0  # refused before anything was sent
+    [s] = judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])  # retries=0: one attempt that works
+    assert s.trait == pytest.approx(74.0)
+    with pytest.raises(ValueError, match="retries must be >= 0"):
+        OpenAIJudge("m", base_url=server, retries=-1)
