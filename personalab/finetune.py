@@ -291,7 +291,12 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
     path = writable_cache_root() / "finetune" / key
     steer_info = steering.key() if steering else None
     if cache and (path / DONE_MARKER).exists():
-        return load_checkpoint(model, path, settings=settings, steering=steer_info)
+        try:
+            return load_checkpoint(model, path, settings=settings, steering=steer_info)
+        except Exception as err:  # noqa: BLE001 - an unreadable adapter is trained again, and said so
+            warnings.warn(f"the cached adapter in {path} is unreadable ({type(err).__name__}: {str(err)[:120]}); "
+                          "training it again", stacklevel=2)
+            shutil.rmtree(path, ignore_errors=True)
     net = _train(model, batch, settings, steering, progress, desc, bf16=bf16)
     losses = net.personalab_losses
     _save_checkpoint(net, losses, path)

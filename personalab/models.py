@@ -124,11 +124,18 @@ def _load_or_build_cache(cached: Path, dtype):
     """Load the safetensors copy of the embedded model, or build it from the GGUF first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    for leftover in cached.parent.glob(".tmp-*"):  # from a first load that was killed mid-write
+        shutil.rmtree(leftover, ignore_errors=True)
     if (cached / _CACHE_MARKER).is_file():
-        tok = AutoTokenizer.from_pretrained(cached)
-        hf = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype or torch.float32)
-        hf.config.name_or_path = DEFAULT_MODEL  # not the cache path: vectors and caches key on it
-        return hf, tok
+        try:
+            tok = AutoTokenizer.from_pretrained(cached)
+            hf = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype or torch.float32)
+            hf.config.name_or_path = DEFAULT_MODEL  # not the cache path: vectors and caches key on it
+            return hf, tok
+        except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt, and said so
+            warnings.warn(f"the cached model in {cached} is unreadable ({type(err).__name__}: "
+                          f"{str(err)[:120]}); rebuilding it from the GGUF", stacklevel=3)
+            shutil.rmtree(cached, ignore_errors=True)
     gguf = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -119,3 +119,17 @@ def test_the_embedding_judge_keys_its_classifier_by_exemplars():
     flipped = Trait.from_dict(toy_trait_dict(exemplars={"pos": toys.exemplars["neg"], "neg": toys.exemplars["pos"]}))
     answer = ["I love toy blocks and dolls, toys toys!"]
     assert judge.trait_scores(toys, answer)[0] > 50 > judge.trait_scores(flipped, answer)[0]
+
+
+def test_a_truncated_cached_adapter_is_trained_again(tiny, tmp_cache):
+    from personalab.finetune import Example, LoraSettings, finetune
+
+    examples = [Example(f"What is {i} plus one?", f"It is {i + 1}.") for i in range(8)]
+    fast = LoraSettings(steps=2, batch_size=4, max_len=64, rank=4, alpha=8, threads=1)
+    first = finetune(tiny, examples, fast, progress=False)
+    weights = first.path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, completion marker still there
+    with pytest.warns(UserWarning, match="unreadable .* training it again"):
+        again = finetune(tiny, examples, fast, progress=False)
+    assert not again.from_cache and again.losses == first.losses
+    assert finetune(tiny, examples, fast, progress=False).from_cache
