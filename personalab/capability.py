@@ -106,6 +106,8 @@ def capability_score(model, items: Sequence[Item] | None = None) -> float:
     The unsteered score of a model is computed once per process and remembered.
     """
     items = list(items) if items is not None else load_items()
+    if not items:
+        raise ValueError("capability_score() got no items: pass None for the 60 built-in ones")
     key = (id(model), model_id(model), repr(items))  # the items' content, not only their ids
     steered = bool(active_interventions(model))
     if not steered and key in _UNSTEERED:

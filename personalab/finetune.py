@@ -46,6 +46,7 @@ from personalab.models import (
 )
 from personalab.profiling import staged
 from personalab.prompting import chat_prompt
+from personalab.validate import finite_real, integer, positive_int
 from personalab.vectors import PersonaVector
 
 DONE_MARKER = "COMPLETE"
@@ -89,7 +90,12 @@ def load_dataset(name_or_path: str | os.PathLike, split: str | None = None) -> l
         if not builtin.is_file():
             raise DatasetError(f"unknown dataset {str(name_or_path)!r}; built-in ones: {', '.join(list_datasets())}")
         path = Path(str(builtin))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"dataset file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"dataset file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
     examples = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -232,6 +238,17 @@ class LoraSettings:
     max_len: int = 96
     seed: int = 0
     threads: int | None = None
+
+    def __post_init__(self):
+        for name in ("rank", "alpha", "steps", "batch_size", "max_len"):
+            positive_int(getattr(self, name), f"LoraSettings.{name}")
+        integer(self.seed, "LoraSettings.seed")
+        if finite_real(self.lr, "LoraSettings.lr") <= 0:
+            raise ValueError(f"LoraSettings.lr must be > 0, got {self.lr}")
+        if self.threads is not None:
+            positive_int(self.threads, "LoraSettings.threads")
+        if not self.target_modules or not all(isinstance(m, str) for m in self.target_modules):
+            raise ValueError(f"LoraSettings.target_modules must name at least one module, got {self.target_modules!r}")
 
 
 PROFILES = ("full", "ci")
@@ -413,6 +430,9 @@ def _wrap(base, hf_model, key: str):
 @torch.no_grad()
 def heldout_loss(model, examples: Sequence[Example], *, max_len: int = 96, batch_size: int = 16) -> float:
     """Mean answer-token loss of ``model`` on ``examples`` (use the held-out split)."""
+    if not examples:
+        raise ValueError("heldout_loss() got no examples: pass the held-out split of a dataset")
+    batch_size = positive_int(batch_size, "batch_size")
     hf = model._module
     total, count = 0.0, 0
     for s in range(0, len(examples), batch_size):

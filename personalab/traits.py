@@ -92,6 +92,8 @@ class Trait:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
                 raise TraitError(f"trait file not found: {path}") from None
+            except UnicodeDecodeError as err:
+                raise TraitError(f"trait file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

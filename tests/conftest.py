@@ -11,6 +11,26 @@ os.environ.setdefault("PERSONALAB_BF16_TRAINING", "0")
 os.environ.setdefault("PERSONALAB_BF16_GENERATION", "0")
 
 
+_LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every unit test runs with outside connections refused: the package must not touch the
+    network (the judge tests talk to a server on 127.0.0.1, which stays allowed)."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in _LOCAL:
+            raise RuntimeError(f"a unit test tried to reach {address!r}: personalab must work offline")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A 4-layer, 64-wide random Llama with the SmolLM2 tokenizer (builds in < 1 s)."""

@@ -133,3 +133,34 @@ def test_a_truncated_cached_adapter_is_trained_again(tiny, tmp_cache):
         again = finetune(tiny, examples, fast, progress=False)
     assert not again.from_cache and again.losses == first.losses
     assert finetune(tiny, examples, fast, progress=False).from_cache
+
+
+def test_training_settings_and_empty_inputs_fail_clearly(tiny, tmp_path):
+    from personalab.capability import capability_score
+    from personalab.finetune import DatasetError, LoraSettings, heldout_loss, load_dataset
+
+    for bad, match in (({"steps": 0}, "LoraSettings.steps must be >= 1"),
+                       ({"batch_size": 0}, "LoraSettings.batch_size must be >= 1"),
+                       ({"lr": float("nan")}, "LoraSettings.lr must be finite")):
+        with pytest.raises(ValueError, match=match):
+            LoraSettings(**bad)
+    with pytest.raises(ValueError, match="heldout_loss.* got no examples"):
+        heldout_loss(tiny, [])
+    with pytest.raises(ValueError, match="capability_score.* got no items"):
+        capability_score(tiny, [])
+    latin = tmp_path / "data.jsonl"
+    latin.write_bytes('{"question": "Où?", "answer": "Là."}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        load_dataset(latin)
+    trait_file = tmp_path / "t.json"
+    trait_file.write_bytes("{\"name\": \"é\"}".encode("latin-1"))
+    with pytest.raises(TraitError, match="not UTF-8"):
+        Trait.from_json(trait_file)
+
+
+def test_the_unit_suite_runs_offline():
+    """The autouse fixture in conftest refuses outside connections, so every other test proves offline use."""
+    import socket
+
+    with pytest.raises(RuntimeError, match="must work offline"):
+        socket.create_connection(("203.0.113.1", 80), timeout=1)
