@@ -38,6 +38,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False).encode())
 
 
+def read_text(path: str | os.PathLike, what: str = "file", error: type[Exception] = ValueError) -> str:
+    """A UTF-8 text file's content; a missing or non-UTF-8 file raises ``error`` saying which."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Read JSON, turning a truncated or corrupt file into one clear error."""
     path = Path(path)

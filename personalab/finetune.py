@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from personalab._io import atomic_write_json, read_json, stable_hash
+from personalab._io import atomic_write_json, read_json, read_text, stable_hash
 from personalab.config import settings
 from personalab.models import (
     bf16_autocast_applies,
@@ -90,12 +90,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str | None = None) -> l
         if not builtin.is_file():
             raise DatasetError(f"unknown dataset {str(name_or_path)!r}; built-in ones: {', '.join(list_datasets())}")
         path = Path(str(builtin))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"dataset file not found: {path}") from None
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"dataset file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+    text = read_text(path, "dataset file", DatasetError)
     examples = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from personalab._io import read_text
+
 N_INSTRUCTIONS = 5
 N_QUESTIONS = 20
 N_GRADED = 8
@@ -87,13 +89,7 @@ class Trait:
         """Parse a trait from a JSON string or a path to a JSON file."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):
-            path = Path(text_or_path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise TraitError(f"trait file not found: {path}") from None
-            except UnicodeDecodeError as err:
-                raise TraitError(f"trait file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+            text = read_text(text_or_path, "trait file", TraitError)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
