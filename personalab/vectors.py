@@ -287,6 +287,9 @@ def _heldout_d(diff_build: torch.Tensor, pos_test: torch.Tensor, neg_test: torch
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("nan")
 
 
+MIN_HELDOUT_PAIRS = 8
+
+
 def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_splits: int = 50,
                        n_shuffles: int = 200, n_boot: int = 200, seed: int = 0) -> dict:
     """Does the direction separate *new* answers better than a label-shuffled vector does?
@@ -302,6 +305,9 @@ def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_sp
     from personalab.stats import bootstrap_ci, null_summary
 
     _pair_differences(pos, neg, layer)  # validates the shapes
+    if pos.shape[0] < MIN_HELDOUT_PAIRS:
+        raise ValueError(f"a held-out separation needs at least {MIN_HELDOUT_PAIRS} pairs (4 to build, 4 to test), "
+                         f"got {pos.shape[0]}: generate more pairs (e.g. instructions_per_question=5)")
     P, N = pos[:, layer].double(), neg[:, layer].double()
     n, gen = P.shape[0], torch.Generator().manual_seed(seed)
     signs = [torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1 for _ in range(n_shuffles)]
@@ -310,7 +316,7 @@ def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_sp
         """Mean held-out d over ``n_splits`` random halves of the distinct pairs in ``rows``."""
         idx = torch.tensor(sorted(set(rows)))
         k = len(idx)
-        if k < 4:
+        if k < MIN_HELDOUT_PAIRS:  # a bootstrap draw with too few distinct pairs says nothing
             return float("nan")
         diff = P[idx] - N[idx] if flip is None else (P[idx] - N[idx]) * flip[idx, None]
         split_gen = torch.Generator().manual_seed(seed + 1)  # the same splits for the vector and its nulls

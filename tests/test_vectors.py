@@ -93,3 +93,10 @@ def test_heldout_separation_beats_label_shuffled_vectors_only_with_a_signal():
     assert real["ci_low"] <= real["value"] <= real["ci_high"]
     noise = heldout_separation(*_paired(24, 0.0), 1, n_splits=10, n_shuffles=50, n_boot=20)
     assert noise["value"] < noise["null_p95"]
+
+
+def test_heldout_separation_refuses_too_few_pairs():
+    from personalab.vectors import MIN_HELDOUT_PAIRS, heldout_separation
+
+    with pytest.raises(ValueError, match=f"at least {MIN_HELDOUT_PAIRS} pairs"):
+        heldout_separation(*_paired(MIN_HELDOUT_PAIRS - 1, 3.0), 1)
