@@ -13,8 +13,9 @@ import nnsight
 import torch
 from tqdm.auto import tqdm
 
-from personalab.models import check_layer, decoder_layers, n_layers, trace_kwargs
+from personalab.models import check_context, check_layer, decoder_layers, n_layers, trace_kwargs
 from personalab.profiling import stage
+from personalab.validate import positive_int, text_list
 
 POOLINGS = ("response", "prompt", "last_prompt")
 
@@ -26,10 +27,8 @@ def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None)
     is given: the trace then stops after block ``upto`` and skips the rest of the
     forward pass). Rows are left-padded like the tokenizer pads them.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not prompts:
-        raise ValueError("residual_stream needs at least one prompt")
+    prompts = text_list([prompts] if isinstance(prompts, str) else prompts, "prompts")
+    check_context(model, prompts)
     last = n_layers(model) if upto is None else check_layer(model, upto)
     blocks = decoder_layers(model)
     with stage("activations"), model.trace(prompts, **trace_kwargs(model)) as tracer:
@@ -82,8 +81,8 @@ def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
     """The residual stream of each prompt's last token at layers ``0..upto`` (default: all):
     ``[n, upto + 1, d_model]``. Prompts of similar length share a batch (less padding); rows
     come back in the order given."""
-    if not prompts:
-        raise ValueError("last_token_stack() got no prompts")
+    prompts = text_list(prompts, "prompts")
+    batch_size = positive_int(batch_size, "batch_size")
     if upto is not None:
         check_layer(model, upto)
     lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
@@ -100,5 +99,5 @@ def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
 
 def last_token_activations(model, prompts: Sequence[str], layer: int, batch_size: int = 16) -> torch.Tensor:
     """The residual stream of each prompt's last token at ``layer``: ``[n, d_model]``."""
-    check_layer(model, layer)
+    layer = check_layer(model, layer)
     return last_token_stack(model, prompts, upto=layer, batch_size=batch_size)[:, layer]

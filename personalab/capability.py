@@ -20,6 +20,7 @@ import torch
 from personalab.models import model_id, scoring_precision, trace_kwargs
 from personalab.profiling import staged
 from personalab.prompting import active_interventions, apply_interventions
+from personalab.validate import positive_int, same_length, text_list
 
 NEUTRAL_TEXTS = (
     "The library opens at nine in the morning and closes at six in the evening.",
@@ -71,6 +72,12 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
     tensor of choice log-probs per prompt.
     """
     tok = model.tokenizer
+    prompts = text_list(prompts, "prompts")
+    if isinstance(choices, str) or not isinstance(choices, Sequence):
+        raise TypeError(f"choices must be one list of strings per prompt, got {type(choices).__name__}")
+    choices = [text_list(cs, f"choices[{i}]") for i, cs in enumerate(choices)]
+    same_length(prompts, choices, "prompts", "lists of choices")
+    batch_size = positive_int(batch_size, "batch_size")
     texts, spans = [], []
     for p, cs in zip(prompts, choices, strict=True):
         n_prompt = len(tok(p)["input_ids"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import time
@@ -35,7 +36,7 @@ from personalab.llm_client import JudgeError, make_openai_client
 from personalab.models import scoring_precision
 from personalab.profiling import staged
 from personalab.traits import Trait
-from personalab.validate import finite_real, integer
+from personalab.validate import finite_real, integer, positive_int, same_length, text_list
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Judge(Protocol):
 
 def repetition_rate(text: str, n: int = 3) -> float:
     """Share of word n-grams that repeat an earlier n-gram (0 = none, ->1 = a loop)."""
+    n = positive_int(n, "n")
     words = re.findall(r"\w+", text.lower())
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     if not grams:
@@ -72,10 +74,11 @@ def logprob_weighted_score(top_logprobs: dict[str, float], min_mass: float = 0.2
     the mean is normalised by the mass on numbers, and None is returned when that mass
     is below ``min_mass`` (the judge was not really answering with a number).
     """
+    min_mass = finite_real(min_mass, "min_mass")
     mass, total = 0.0, 0.0
     for token, lp in top_logprobs.items():
         tok = token.strip()
-        if not isinstance(lp, (int, float)) or not math.isfinite(lp):
+        if isinstance(lp, bool) or not isinstance(lp, numbers.Real) or not math.isfinite(lp):
             continue  # a NaN or infinite log-prob from an endpoint carries no probability
         if tok.isdigit() and 0 <= int(tok) <= 100:
             p = math.exp(lp)
@@ -163,6 +166,10 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
     not be affected by ``steer`` blocks. Only the answer positions' logits are computed.
     """
     tok, hf = model.tokenizer, model._module
+    questions = text_list(questions, "questions", allow_blank=True, allow_empty=True)
+    answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
+    same_length(questions, answers, "questions", "answers")
+    batch_size = positive_int(batch_size, "batch_size")
     out: list[float] = []
     for s in range(0, len(answers), batch_size):
         qs, ans = questions[s:s + batch_size], answers[s:s + batch_size]
@@ -201,7 +208,8 @@ class EmbeddingJudge:
         self._heads: dict[str, object] = {}
 
     def embed(self, texts: Sequence[str]):
-        return self._emb.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        texts = text_list(texts, "texts", allow_blank=True, allow_empty=True)
+        return self._emb.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
 
     def _head(self, trait: Trait):
         """Fit (once per trait) the exemplar classifier and its calibration."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from personalab.activations import residual_stream
+from personalab.validate import text
 
 
 def residual_norms(model, prompt: str, *, skip_first: bool = False) -> torch.Tensor:
@@ -21,7 +22,7 @@ def residual_norms(model, prompt: str, *, skip_first: bool = False) -> torch.Ten
     residual often grows far larger than the others' (an "attention sink") and would
     dominate the mean.
     """
-    hidden = residual_stream(model, prompt)[0]  # [n_layers + 1, seq, d_model]
+    hidden = residual_stream(model, text(prompt, "prompt"))[0]  # [n_layers + 1, seq, d_model]
     if skip_first:
         if hidden.shape[1] < 2:
             raise ValueError("skip_first=True needs a prompt of at least two tokens")
@@ -64,7 +65,7 @@ def logit_lens(model, prompt: str) -> LogitLens:
     Meant for one short prompt: it works on ``[seq, vocab]`` probabilities, one layer at a time.
     """
     tok = model.tokenizer
-    hidden = residual_stream(model, prompt)[0]  # [n_layers + 1, seq, d_model]
+    hidden = residual_stream(model, text(prompt, "prompt"))[0]  # [n_layers + 1, seq, d_model]
     final = lens_logits(model, hidden[-1]).argmax(-1)  # [seq]: the model's own predictions
     probs, top_probs, top_ids = [], [], []
     for h in hidden:  # one layer at a time keeps memory at [seq, vocab]

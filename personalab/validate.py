@@ -53,32 +53,79 @@ def positive_int(x: object, what: str) -> int:
     return v
 
 
-def finite_real(x: object, what: str) -> float:
-    """A finite real number (any numeric type, not ``bool``), as a float."""
+def _real(x: object, what: str) -> float:
     v = _scalar(x)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{what} must be a real number, got {x!r} ({type(x).__name__})")
-    f = float(v)
+        raise TypeError(f"{what} must be a real number, got {x!r:.60} ({type(x).__name__})")
+    return float(v)
+
+
+def real_number(x: object, what: str) -> float:
+    """A real number (any numeric type, not ``bool``), as a float; +-inf allowed, NaN refused."""
+    f = _real(x, what)
+    if math.isnan(f):
+        raise ValueError(f"{what} is NaN: give a number")
+    return f
+
+
+def finite_real(x: object, what: str) -> float:
+    """A finite real number (any numeric type, not ``bool``), as a float."""
+    f = _real(x, what)
     if not math.isfinite(f):
         raise ValueError(f"{what} must be finite, got {f}")
     return f
 
 
-def text_list(xs: object, what: str) -> list[str]:
-    """A non-empty list of non-empty strings; a bare string is refused (it would be read per character)."""
+def random_seed(x: object, what: str = "seed") -> int:
+    """A random seed: a whole number >= 0."""
+    v = integer(x, what)
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+    return v
+
+
+def text(x: object, what: str) -> str:
+    """One non-empty string (a prompt, a question)."""
+    if not isinstance(x, str):
+        raise TypeError(f"{what} must be a string, got {x!r:.60} ({type(x).__name__})")
+    if not x.strip():
+        raise ValueError(f"{what} is empty: give some text")
+    return x
+
+
+def text_list(xs: object, what: str, *, allow_blank: bool = False, allow_empty: bool = False) -> list[str]:
+    """A non-empty list of non-empty strings; a bare string is refused (it would be read per character).
+
+    ``allow_blank``: items may be ``""`` (answers can be empty); ``allow_empty``: the list may be.
+    """
     if isinstance(xs, str):
         raise TypeError(f"{what} must be a list of strings, got one string {xs[:40]!r}: wrap it as [{xs[:20]!r}]")
     if not isinstance(xs, Sequence):
         raise TypeError(f"{what} must be a list of strings, got {type(xs).__name__}")
     out = list(xs)
-    if not out:
+    if not out and not allow_empty:
         raise ValueError(f"{what} is empty: give at least one")
     for i, x in enumerate(out):
         if not isinstance(x, str):
-            raise TypeError(f"{what}[{i}] must be a string, got {x!r} ({type(x).__name__})")
-        if not x.strip():
+            raise TypeError(f"{what}[{i}] must be a string, got {x!r:.60} ({type(x).__name__})")
+        if not allow_blank and not x.strip():
             raise ValueError(f"{what}[{i}] is empty")
     return out
+
+
+def same_length(a: Sequence, b: Sequence, what_a: str, what_b: str) -> None:
+    """Two lists that pair up one to one (questions and their answers)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} {what_a} but {len(b)} {what_b}: they must pair up one to one")
+
+
+def finite_reals(xs: object, n: int, what: str) -> list[float]:
+    """A list of ``n`` finite real numbers (per-layer metadata such as residual norms)."""
+    if isinstance(xs, (str, bytes)) or not isinstance(xs, Sequence):
+        raise TypeError(f"{what} must be a list of {n} numbers, got {type(xs).__name__}")
+    if len(xs) != n:
+        raise ValueError(f"{what} has {len(xs)} values, expected {n} (one per layer, 0 = embeddings)")
+    return [finite_real(x, f"{what}[{i}]") for i, x in enumerate(xs)]
 
 
 def safe_name(name: object, what: str = "name") -> str:

@@ -17,7 +17,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from personalab._io import atomic_write_bytes, atomic_write_json, read_json
-from personalab.validate import file_stem, layer_index
+from personalab.validate import (
+    file_stem,
+    finite_real,
+    finite_reals,
+    integer,
+    layer_index,
+    positive_int,
+    random_seed,
+)
 
 REQUIRED_META = ("model_id", "n_layers", "d_model", "trait", "method")
 
@@ -34,10 +42,13 @@ class PersonaVector:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.vectors, torch.Tensor):
+            raise TypeError(f"vectors must be a torch.Tensor [n_layers + 1, d_model], got {type(self.vectors).__name__}")
         if self.vectors.ndim != 2:
             raise ValueError(f"vectors must be [n_layers + 1, d_model], got shape {tuple(self.vectors.shape)}")
         if not torch.isfinite(self.vectors).all():
             raise ValueError("persona vector contains NaN or inf values")
+        _check_meta(self.meta, *self.vectors.shape)
 
     @property
     def trait(self) -> str:
@@ -67,6 +78,7 @@ class PersonaVector:
         ``"norm"``: ``coef x residual_norm(layer) x unit(layer)``, so one coefficient is
         the same push at every layer; ``"raw"``: ``coef x at(layer)``.
         """
+        coef = finite_real(coef, "coef")
         if coef_mode == "raw":
             return coef * self.at(layer)
         if coef_mode == "norm":
@@ -141,13 +153,34 @@ class PersonaVector:
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
             raise ValueError(f"persona-vector metadata {_with(path, '.json')} lacks {missing}")
-        if vectors.shape != (meta["n_layers"] + 1, meta["d_model"]):
+        want = (integer(meta["n_layers"], "metadata n_layers") + 1, integer(meta["d_model"], "metadata d_model"))
+        if tuple(vectors.shape) != want:
             raise ValueError(f"{tensor_file}: tensor shape {tuple(vectors.shape)} does not match its metadata "
-                             f"({meta['n_layers'] + 1} x {meta['d_model']})")
-        vec = cls(vectors, meta)
+                             f"({want[0]} x {want[1]})")
+        try:
+            vec = cls(vectors, meta)
+        except (TypeError, ValueError, IndexError) as err:
+            raise type(err)(f"persona vector {path}: {err}") from None
         if model is not None:
             vec.check_model(model)
         return vec
+
+
+def _check_meta(meta: dict, rows: int, width: int) -> None:
+    """Metadata that agrees with its tensor (``rows`` = n_layers + 1, ``width`` = d_model): a clear
+    error now instead of an IndexError or a NaN steering push later."""
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    for key, want in (("n_layers", rows - 1), ("d_model", width)):
+        if key in meta and integer(meta[key], f"meta[{key!r}]") != want:
+            raise ValueError(f"meta[{key!r}] is {meta[key]} but the tensor's shape {(rows, width)} says {want}")
+    norms = meta.get("residual_norm")
+    if norms:
+        for i, r in enumerate(finite_reals(norms, rows, "meta['residual_norm']")):
+            if r < 0:
+                raise ValueError(f"meta['residual_norm'][{i}] is {r}: a norm cannot be negative")
+    if "default_layer" in meta:
+        layer_index(meta["default_layer"], rows - 1)
 
 
 def _with(stem: Path, suffix: str) -> Path:
@@ -208,6 +241,11 @@ def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, l
     applied to a direction rather than to an activation).
     """
     hf = model._module
+    k = positive_int(k, "k")
+    if direction.shape != (hf.lm_head.weight.shape[1],):
+        raise ValueError(f"direction must be one vector [d_model={hf.lm_head.weight.shape[1]}], got shape "
+                         f"{tuple(direction.shape)}: pass vector.at(layer)")
+    k = min(k, hf.lm_head.weight.shape[0])
     gain = getattr(hf.model.norm, "weight", None)
     d = direction.float() * (gain.detach().float() if gain is not None else 1.0)
     logits = hf.lm_head.weight.detach().float() @ d  # [vocab]
@@ -223,8 +261,8 @@ def random_directions_like(vector: PersonaVector, n: int, *, seed: int = 0) -> l
     Steering, monitoring or filtering with these shows what *any* direction of the same
     size does; a persona vector earns credit only for what it does beyond them.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = positive_int(n, "n")
+    seed = random_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     norms = vector.vectors.norm(dim=-1, keepdim=True)  # [L+1, 1]
     out = []
@@ -237,6 +275,8 @@ def random_directions_like(vector: PersonaVector, n: int, *, seed: int = 0) -> l
 
 def cosine_matrix(vectors: list[PersonaVector], layer: int) -> torch.Tensor:
     """Cosine similarity between several traits' directions at one layer ([n, n])."""
+    if not vectors:
+        raise ValueError("cosine_matrix() got no vectors: pass a list of PersonaVectors")
     units = torch.stack([v.unit(layer) for v in vectors])
     return units @ units.T
 
@@ -248,8 +288,7 @@ def _pair_differences(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> torch
     if pos.shape != neg.shape or pos.dim() != 3:
         raise ValueError(f"need paired activations of one shape [n, L+1, d], got {tuple(pos.shape)} and "
                          f"{tuple(neg.shape)}")
-    if not 0 <= layer < pos.shape[1]:
-        raise IndexError(f"layer {layer} out of range 0..{pos.shape[1] - 1}")
+    layer = layer_index(layer, pos.shape[1] - 1)
     if pos.shape[0] < 4:
         raise ValueError(f"need at least 4 pairs to split in halves, got {pos.shape[0]}")
     return (pos[:, layer] - neg[:, layer]).double()
@@ -265,6 +304,7 @@ def split_half_cosine(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, pairs
     direction; well below 1: the vector still depends on which pairs went in.
     """
     diff = _pair_differences(pos, neg, layer)
+    n_splits = positive_int(n_splits, "n_splits")
     n = diff.shape[0]
     m = pairs_per_half or n // 2
     if not 1 <= m <= n // 2:

@@ -120,7 +120,7 @@ def test_monitor_rejects_mixed_models_empty_prompts_and_bad_layer(tiny):
         Monitor(tiny, [_vec(tiny), other], 2)
     with pytest.raises(VectorMismatchError):
         Monitor(tiny, _vec(pl.tiny_model(n_layers=2)), 1)
-    with pytest.raises(ValueError, match="no prompts"):
+    with pytest.raises(ValueError, match="prompts is empty"):
         Monitor(tiny, _vec(tiny), 2).generate([])
     with pytest.raises(IndexError, match="out of range"):
         Monitor(tiny, _vec(tiny), 5)

@@ -5,6 +5,7 @@ One test per case of the reliability issue that used to pass silently or fail un
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,9 +87,10 @@ def test_steering_takes_numpy_numbers_and_refuses_non_finite_vectors(tiny, tmp_c
         np_answer = generate(tiny, prompts, max_new_tokens=3)
     with steer(tiny, vec, 2, 0.5):
         assert generate(tiny, prompts, max_new_tokens=3) == np_answer
-    broken = PersonaVector(vec.vectors.clone(), {**vec.meta, "residual_norm": [float("nan")] * 5})
-    with pytest.raises(ValueError, match="not finite"):
-        steer(tiny, broken, 2, 0.5)
+    with pytest.raises(ValueError, match=r"residual_norm'\]\[0\] must be finite, got nan"):
+        PersonaVector(vec.vectors.clone(), {**vec.meta, "residual_norm": [float("nan")] * 5})
+    with pytest.raises(ValueError, match="steering vector at layer 2 is not finite"):
+        steer(tiny, vec, 2, 1e300, coef_mode="raw")  # finite coef, overflowing push
     with pytest.raises(ValueError, match="coef must be finite"):
         steer(tiny, vec, 2, float("inf"))
 
@@ -164,3 +166,195 @@ def test_the_unit_suite_runs_offline():
 
     with pytest.raises(RuntimeError, match="must work offline"):
         socket.create_connection(("203.0.113.1", 80), timeout=1)
+
+
+def test_vector_metadata_must_agree_with_its_tensor(tiny, tmp_path):
+    vec = _vec(tiny)
+    for meta, err, match in (
+            ({"residual_norm": [1.0] * 3}, ValueError, r"residual_norm'\] has 3 values, expected 5"),
+            ({"residual_norm": [1.0, 1.0, -1.0, 1.0, 1.0]}, ValueError, "cannot be negative"),
+            ({"residual_norm": "abc"}, TypeError, "must be a list of 5 numbers"),
+            ({"n_layers": 7}, ValueError, r"meta\['n_layers'\] is 7 but the tensor's shape \(5, 64\) says 4"),
+            ({"default_layer": 9}, IndexError, "layer 9 is out of range")):
+        with pytest.raises(err, match=match):
+            PersonaVector(vec.vectors.clone(), {**vec.meta, **meta})
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        PersonaVector(np.zeros((5, 64)), vec.meta)
+    with pytest.raises(TypeError, match="coef must be a real number, got True"):
+        vec.shift(2, True)
+    with pytest.raises(ValueError, match="coef must be finite"):
+        vec.shift(2, float("nan"), "raw")
+    stem = vec.save(tmp_path / "v")
+    meta_file = tmp_path / "v.json"
+    meta_file.write_text(meta_file.read_text().replace('"n_layers": 4', '"n_layers": "4"'))
+    with pytest.raises(TypeError, match="metadata n_layers must be a whole number"):
+        PersonaVector.load(stem)
+
+
+def test_seeds_must_be_whole_non_negative_numbers(tiny, tmp_cache):
+    from personalab.stats import bootstrap_ci
+    from personalab.vectors import random_directions_like
+
+    prompts = [chat_prompt(tiny.tokenizer, "Hi")]
+    with pytest.raises(TypeError, match="seed must be a whole number, got 1.5"):
+        generate(tiny, prompts, temperature=1.0, seed=1.5, max_new_tokens=2)
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        generate(tiny, prompts, temperature=1.0, seed=-1, max_new_tokens=2)
+    with pytest.raises(TypeError, match="seed must be a whole number, got 'a'"):
+        random_directions_like(_vec(tiny), 1, seed="a")
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        bootstrap_ci(lambda d: 1.0, 4, seed=-3)
+    assert generate(tiny, prompts, temperature=1.0, seed=np.int64(3), max_new_tokens=2, cache=False) == \
+        generate(tiny, prompts, temperature=1.0, seed=3, max_new_tokens=2, cache=False)
+
+
+def test_every_text_input_refuses_a_bare_string(tiny):
+    from personalab.activations import last_token_activations
+    from personalab.capability import choice_logprobs
+    from personalab.judges import answer_logprob
+    from personalab.lens import logit_lens, residual_norms
+    from personalab.monitoring import Monitor, prompt_projections
+
+    vec = _vec(tiny)
+    one_string = "must be a list of strings, got one string 'Hello'"
+    for call in (lambda: last_token_activations(tiny, "Hello", 2),
+                 lambda: answer_logprob(tiny, "Hello", "Yo"),
+                 lambda: choice_logprobs(tiny, "Hello", [["a"]]),
+                 lambda: prompt_projections(tiny, "Hello", vec, [2]),
+                 lambda: Monitor(tiny, vec, 2).generate("Hello", max_new_tokens=2)):
+        with pytest.raises(TypeError, match=one_string):
+            call()
+    with pytest.raises(TypeError, match=r"prompts\[0\] must be a string, got 3"):
+        residual_stream(tiny, [3])
+    with pytest.raises(TypeError, match=r"prompt must be a string, got \['Hi'\]"):
+        residual_norms(tiny, ["Hi"])
+    with pytest.raises(ValueError, match="prompt is empty"):
+        logit_lens(tiny, "")
+    with pytest.raises(TypeError, match="question must be a string, got 5"):
+        chat_prompt(tiny.tokenizer, 5)
+    with pytest.raises(TypeError, match="system must be a string or None, got 5"):
+        ask(tiny, ["Hi"], system=5)
+
+
+def test_paired_lists_must_pair_up_before_any_work(tiny):
+    from personalab.capability import choice_logprobs
+    from personalab.judges import answer_logprob
+
+    with pytest.raises(ValueError, match="1 questions but 2 answers: they must pair up"):
+        answer_logprob(tiny, ["Hi"], ["Yo", "Hey"])
+    with pytest.raises(ValueError, match="2 prompts but 1 lists of choices"):
+        choice_logprobs(tiny, ["a", "b"], [["x"]])
+    assert answer_logprob(tiny, ["Hi"], [""]) == [float("-inf")]  # an empty answer is allowed and scores -inf
+
+
+def test_counts_and_sizes_must_be_positive_whole_numbers(tiny):
+    import personalab as pl
+    from personalab.activations import last_token_stack
+    from personalab.judges import answer_logprob, repetition_rate
+    from personalab.monitoring import first_alert
+    from personalab.stats import bootstrap_ci
+    from personalab.vectors import decode_direction, random_directions_like, split_half_cosine
+
+    pos, neg = torch.randn(8, 5, 4), torch.randn(8, 5, 4)
+    for call, err, match in (
+            (lambda: last_token_stack(tiny, ["Hi"], batch_size=-1), ValueError, "batch_size must be >= 1, got -1"),
+            (lambda: answer_logprob(tiny, ["Hi"], ["Yo"], batch_size=0), ValueError, "batch_size must be >= 1"),
+            (lambda: bootstrap_ci(lambda d: 1.0, 4, n_boot=0), ValueError, "n_boot must be >= 1"),
+            (lambda: first_alert([1.0, 2.0], 1.0, window=0), ValueError, "window must be >= 1"),
+            (lambda: split_half_cosine(pos, neg, 2, n_splits=0), ValueError, "n_splits must be >= 1"),
+            (lambda: split_half_cosine(pos, neg, -1), IndexError, "layer -1 is out of range"),
+            (lambda: decode_direction(tiny, _vec(tiny).at(2), k=0), ValueError, "k must be >= 1"),
+            (lambda: decode_direction(tiny, torch.randn(10)), ValueError, r"direction must be one vector \[d_model=64\]"),
+            (lambda: repetition_rate("a b c", n=0), ValueError, "n must be >= 1"),
+            (lambda: random_directions_like(_vec(tiny), 2.5), TypeError, "n must be a whole number, got 2.5"),
+            (lambda: pl.tiny_model(n_layers=0), ValueError, "n_layers must be >= 1"),
+            (lambda: pl.tiny_model(d_model=63), ValueError, "d_model must be a multiple of 4"),
+            (lambda: pl.set_threads("a"), TypeError, "thread count must be a whole number")):
+        with pytest.raises(err, match=match):
+            call()
+    assert len(decode_direction(tiny, _vec(tiny).at(2), k=10 ** 6)["promotes"]) == len(tiny.tokenizer)
+
+
+def test_nan_thresholds_are_refused(tiny):
+    from personalab.judges import logprob_weighted_score
+    from personalab.monitoring import first_alert
+
+    with pytest.raises(ValueError, match="threshold is NaN"):
+        first_alert([1.0, 2.0], float("nan"))
+    assert first_alert([1.0, 2.0], math.inf) is None  # an infinite threshold is a valid "never"
+    with pytest.raises(ValueError, match="min_mass must be finite"):
+        logprob_weighted_score({"50": 0.0}, min_mass=float("nan"))
+    assert logprob_weighted_score({"50": np.float32(0.0)}) == pytest.approx(50.0)  # numpy log-probs count
+
+
+def test_reading_activations_refuses_a_prompt_beyond_the_context(tiny):
+    with pytest.raises(ValueError, match=r"has \d+ tokens, which exceeds the model's context of 512"):
+        residual_stream(tiny, ["word " * 600])
+
+
+def _tiny_hf(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_a_truncated_cached_model_is_rebuilt(tiny, tmp_path, monkeypatch):
+    import personalab.models as models
+
+    builds = []
+    monkeypatch.setattr(models, "_build_from_gguf", lambda: builds.append(1) or (_tiny_hf(tiny.tokenizer), tiny.tokenizer))
+    cached = tmp_path / "models" / models.DEFAULT_MODEL
+    models._load_or_build_cache(cached, None)
+    weights = cached / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated; the completion marker is still there
+    with pytest.warns(UserWarning, match=f"the cached model in {cached} is unreadable .*rebuilding it"):
+        models._load_or_build_cache(cached, None)
+    assert len(builds) == 2
+    hf, _ = models._load_or_build_cache(cached, None)  # a good load from the rebuilt cache
+    assert len(builds) == 2 and hf.config.name_or_path == models.DEFAULT_MODEL
+
+
+def test_a_sigkill_during_the_first_cache_write_is_cleaned_up(tiny, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import personalab.models as models
+
+    cached = tmp_path / "models" / models.DEFAULT_MODEL
+    child = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from pathlib import Path
+from transformers import LlamaConfig, LlamaForCausalLM
+import personalab.models as models
+cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1)
+class Killer:  # the model's weights are written, then the process dies before the tokenizer
+    def save_pretrained(self, path):
+        os.kill(os.getpid(), signal.SIGKILL)
+models._atomic_save(LlamaForCausalLM(cfg), Killer(), Path({str(cached)!r}))
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=120)
+    assert run.returncode == -9, run.stderr.decode()[-500:]
+    leftovers = list(cached.parent.glob(".tmp-*"))
+    assert leftovers and not cached.exists() and any((d / "model.safetensors").exists() for d in leftovers)
+    monkeypatch.setattr(models, "_build_from_gguf", lambda: (_tiny_hf(tiny.tokenizer), tiny.tokenizer))
+    models._load_or_build_cache(cached, None)
+    assert not list(cached.parent.glob(".tmp-*")) and (cached / models._CACHE_MARKER).is_file()
+    monkeypatch.setattr(models, "_build_from_gguf", lambda: pytest.fail("a complete cache must not be rebuilt"))
+    hf, tok = models._load_or_build_cache(cached, None)
+    assert hf.config.num_hidden_layers == 1 and len(tok) == len(tiny.tokenizer)
+
+
+def test_activations_and_seeded_generation_are_bit_identical(tiny, tmp_cache):
+    from personalab.activations import answer_activations
+
+    prompts = [chat_prompt(tiny.tokenizer, q) for q in ("Hi", "How are you today?")]
+    assert torch.equal(residual_stream(tiny, prompts), residual_stream(tiny, prompts))
+    a, b = (answer_activations(tiny, prompts, [" fine", " well, thanks"]) for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    s1, s2 = (generate(tiny, prompts, max_new_tokens=5, temperature=1.0, seed=7, cache=False) for _ in range(2))
+    assert s1 == s2
