@@ -29,7 +29,7 @@ import torch
 from personalab._io import stable_hash
 from personalab.models import check_layer, layer_output
 from personalab.prompting import active_interventions
-from personalab.validate import finite_real, integer
+from personalab.validate import finite_real, integer, text_list
 from personalab.vectors import PersonaVector, random_directions_like
 
 POSITIONS = ("all", "prompt", "response")
@@ -44,6 +44,23 @@ def _layer_tuple(layers: object) -> tuple[int, ...]:
             raise TypeError(f"layers must be a layer number or a list of them, got {layers!r}") from None
         return tuple(integer(x, "layer") for x in layers)
 COEF_MODES = ("raw", "norm")
+
+
+def _check_push(layer: int, delta: torch.Tensor) -> None:
+    """Refuse a steering push the model cannot survive: NaN/inf, or so large that the model's
+    float32 norms overflow (its square sum is inf) and every answer would come back empty."""
+    if not torch.isfinite(delta).all():
+        raise ValueError(f"the steering vector at layer {layer} is not finite (norm {delta.norm().item()}): "
+                         "check the vector and its residual_norm metadata")
+    if not torch.isfinite(delta.float().pow(2).sum()):
+        raise ValueError(f"the steering push at layer {layer} is too large (norm {delta.double().norm().item():.3g}): "
+                         "the model's float32 norms would overflow to NaN and every answer would be empty; "
+                         "lower coef (norm-mode coefficients of 0.1-2 are typical)")
+
+
+def _questions(questions, trait) -> list[str]:
+    """``questions`` as a list of strings (never a bare string), else the trait's evaluation questions."""
+    return text_list(questions, "questions") if questions is not None else list(trait.evaluation_questions)
 
 
 class Steering:
@@ -65,9 +82,7 @@ class Steering:
         self.positions, self.coef_mode = positions, coef_mode
         self.deltas = {layer: self.delta(layer) for layer in self.layers}
         for layer, d in self.deltas.items():
-            if not torch.isfinite(d).all():
-                raise ValueError(f"the steering vector at layer {layer} is not finite (norm {d.norm().item()}): "
-                                 "check the vector and its residual_norm metadata")
+            _check_push(layer, d)
 
     def delta(self, layer: int) -> torch.Tensor:
         """The vector added at ``layer`` ([d_model])."""
@@ -142,6 +157,7 @@ class RowSteering:
         for i, sp in enumerate(self.specs):
             if sp is not None:
                 self.deltas[sp[1]][i] = sp[0].shift(sp[1], sp[2], coef_mode)
+                _check_push(sp[1], self.deltas[sp[1]][i])
 
     def select(self, rows: Sequence[int]) -> RowSteering:
         """The same steering for a batch made of ``rows`` (indices into ``specs``)."""
@@ -173,8 +189,12 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
     from personalab.judges import repetition_rate
     from personalab.prompting import chat_prompt, generate
 
-    questions = list(questions or trait.evaluation_questions)
-    grid = [(layer, float(c)) for layer in layers for c in coefs]
+    questions = _questions(questions, trait)
+    layers = [check_layer(model, layer, allow_embeddings=False) for layer in _layer_tuple(layers)]
+    coefs = [finite_real(c, "coef") for c in coefs]
+    if not layers or not coefs:
+        raise ValueError(f"sweep() needs at least one layer and one coefficient, got {len(layers)} and {len(coefs)}")
+    grid = [(layer, c) for layer in layers for c in coefs]
     points = list(dict.fromkeys((None if c == 0 else (layer, c)) for layer, c in grid))  # unique, in order
     prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
     specs = [None if p is None else (vector, *p) for p in points for _ in questions]
@@ -215,7 +235,9 @@ def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coe
     from personalab.prompting import chat_prompt, generate
     from personalab.stats import bootstrap_ci, null_summary
 
-    questions = list(questions or trait.evaluation_questions)
+    questions = _questions(questions, trait)
+    layer = check_layer(model, layer, allow_embeddings=False)
+    coef = finite_real(coef, "coef")
     conditions = [("unsteered", None), ("persona vector", vector)]
     conditions += [(f"random {k}", r) for k, r in enumerate(random_directions_like(vector, n_random, seed=seed))]
     given = {0: unsteered, 1: steered}

@@ -358,3 +358,19 @@ def test_activations_and_seeded_generation_are_bit_identical(tiny, tmp_cache):
     assert all(torch.equal(a[k], b[k]) for k in a)
     s1, s2 = (generate(tiny, prompts, max_new_tokens=5, temperature=1.0, seed=7, cache=False) for _ in range(2))
     assert s1 == s2
+
+
+def test_a_steering_push_too_large_for_float32_is_refused(tiny, tmp_cache):
+    from personalab.steering import RowSteering, sweep
+
+    vec = _vec(tiny)
+    for make in (lambda: steer(tiny, vec, 2, 1e30), lambda: RowSteering(tiny, [(vec, 2, 1e30)])):
+        with pytest.raises(ValueError, match="steering push at layer 2 is too large .*lower coef"):
+            make()
+    trait = Trait.from_dict(toy_trait_dict())
+    with pytest.raises(TypeError, match="one string 'Hi\\?'"):
+        sweep(tiny, trait, vec, None, layers=[2], coefs=[0.5], questions="Hi?")
+    with pytest.raises(ValueError, match="coef must be finite"):
+        sweep(tiny, trait, vec, None, layers=[2], coefs=[0.5, float("nan")])
+    with pytest.raises(TypeError, match="layer must be a whole number, got True"):
+        sweep(tiny, trait, vec, None, layers=[True], coefs=[0.5])
