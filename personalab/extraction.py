@@ -56,6 +56,8 @@ def generate_contrastive(model, trait: Trait, *, split: str = "extraction", inst
     (20 pairs for 20 questions: what fits a laptop); ``5`` uses every pair for every
     question, as the paper does (100 pairs).
     """
+    if split not in trait.questions:
+        raise ValueError(f"split must be one of {sorted(trait.questions)}, got {split!r}")
     questions = trait.questions[split]
     if not questions:
         raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
@@ -215,7 +217,7 @@ def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cac
         if path.with_name(path.name + ".json").is_file():
             try:
                 return PersonaVector.load(path, model=model)
-            except ValueError:
+            except (ValueError, TypeError, IndexError):
                 pass  # corrupt cache entry: extract again
         vec = extract_persona_vector(model, trait, judge, **kwargs)
         vec.save(path)

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 from personalab._io import read_text
+from personalab.validate import safe_name
 
 N_INSTRUCTIONS = 5
 N_QUESTIONS = 20
@@ -111,16 +112,15 @@ def _need(cond: bool, field_name: str, msg: str) -> None:
         raise TraitError(f"trait field {field_name!r}: {msg}")
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
 def validate(data: dict) -> None:
     """Check a trait dict against the schema; raise TraitError naming the bad field."""
     _need(isinstance(data, dict), "(root)", "a trait must be a JSON object")
     for key in ("name", "adjective", "antonym", "description", "rubric"):
         _need(isinstance(data.get(key), str) and data[key].strip() != "", key, "must be a non-empty string")
-    _need(bool(_SAFE_NAME.match(data["name"])) and ".." not in data["name"], "name",
-          "must be a safe name: letters, digits, '_', '.' and '-', starting with a letter or digit (it names cache files)")
+    try:
+        safe_name(data["name"], "the trait name")  # it names cache files
+    except ValueError as err:
+        raise TraitError(f"trait field 'name': {err}") from None
     ins = data.get("instructions")
     _need(isinstance(ins, list) and len(ins) == N_INSTRUCTIONS, "instructions",
           f"must be a list of exactly {N_INSTRUCTIONS} {{'pos', 'neg'}} pairs")
@@ -164,6 +164,10 @@ def list_traits() -> list[str]:
 
 def load(name: str) -> Trait:
     """A built-in trait by name, or a trait JSON file by path."""
+    if isinstance(name, os.PathLike):
+        return Trait.from_json(Path(name))
+    if not isinstance(name, str):
+        raise TypeError(f"trait must be a name or a path to a trait JSON file, got {type(name).__name__}")
     if name.endswith(".json") or os.sep in name:
         return Trait.from_json(Path(name))
     available = list_traits()

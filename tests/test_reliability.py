@@ -374,3 +374,29 @@ def test_a_steering_push_too_large_for_float32_is_refused(tiny, tmp_cache):
         sweep(tiny, trait, vec, None, layers=[2], coefs=[0.5, float("nan")])
     with pytest.raises(TypeError, match="layer must be a whole number, got True"):
         sweep(tiny, trait, vec, None, layers=[True], coefs=[0.5])
+
+
+def test_trait_names_and_splits_are_checked_where_they_enter(tiny):
+    from personalab import traits
+    from personalab.extraction import generate_contrastive
+
+    with pytest.raises(TraitError, match="trait field 'name': the trait name '../../x' is not a safe name"):
+        Trait.from_dict(toy_trait_dict(name="../../x"))
+    with pytest.raises(TypeError, match="trait must be a name or a path"):
+        traits.load(3)
+    with pytest.raises(ValueError, match=r"split must be one of \['evaluation', 'extraction'\], got 'eval'"):
+        generate_contrastive(tiny, Trait.from_dict(toy_trait_dict()), split="eval")
+
+
+def test_a_cached_vector_with_broken_metadata_is_extracted_again(tiny, tmp_cache, monkeypatch):
+    import personalab.extraction as extraction
+
+    trait = Trait.from_dict(toy_trait_dict())
+    made = []
+    monkeypatch.setattr(extraction, "extract_persona_vector", lambda *a, **k: made.append(1) or _vec(tiny))
+    extraction.persona_vector(tiny, trait, judge=object())
+    assert extraction.persona_vector(tiny, trait, judge=object()) is not None and len(made) == 1  # from the cache
+    (meta_file,) = (tmp_cache / "vectors").glob("*.json")
+    meta_file.write_text(meta_file.read_text().replace('"n_layers": 4', '"n_layers": "4"'))
+    extraction.persona_vector(tiny, trait, judge=object())
+    assert len(made) == 2
