@@ -115,6 +115,9 @@ def capability_score(model, items: Sequence[Item] | None = None) -> float:
     items = list(items) if items is not None else load_items()
     if not items:
         raise ValueError("capability_score() got no items: pass None for the 60 built-in ones")
+    bad = next((it for it in items if not isinstance(it, Item)), None)
+    if bad is not None:
+        raise TypeError(f"capability_score() takes capability.Item objects, got {bad!r:.60} ({type(bad).__name__})")
     key = (id(model), model_id(model), repr(items))  # the items' content, not only their ids
     steered = bool(active_interventions(model))
     if not steered and key in _UNSTEERED:

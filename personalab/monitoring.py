@@ -68,7 +68,9 @@ def first_alert(projections: Sequence[float] | torch.Tensor, threshold: float, w
     """First token index whose rolling mean (last ``window`` values, fewer at the start) exceeds ``threshold``."""
     window = positive_int(window, "window")
     threshold = real_number(threshold, "threshold")
-    x = torch.as_tensor(projections, dtype=torch.float64).flatten()
+    x = torch.as_tensor(projections, dtype=torch.float64)
+    if x.dim() != 1:
+        raise ValueError(f"projections must be one sequence of numbers (one per token), got shape {tuple(x.shape)}")
     for t in range(len(x)):
         if x[max(0, t - window + 1): t + 1].mean().item() > threshold:
             return t
@@ -307,12 +309,12 @@ class Monitor:
             raise VectorMismatchError(f"the vectors come from different models: {sorted(map(str, ids))}")
         for v in vectors:
             v.check_model(model)
-        if not isinstance(threshold, (int, float)) or math.isnan(threshold) or threshold == -math.inf:
-            raise ValueError(f"threshold must be a number (use math.inf to never alert), got {threshold!r}")
+        threshold = real_number(threshold, "threshold")
+        if threshold == -math.inf:
+            raise ValueError("threshold is -inf, which alerts on every token: use a finite number (or math.inf to never alert)")
         if threshold == math.inf and on_alert is not None:
             raise ValueError("an infinite threshold never alerts: give a finite threshold with on_alert")
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+        window = positive_int(window, "window")
         self.model, self.vectors, self.threshold, self.window = model, vectors, float(threshold), window
         self.layers = (check_layer(model, layer),)
         self.on_alert = on_alert

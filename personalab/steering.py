@@ -129,7 +129,8 @@ def steered_answers(model, vector: PersonaVector, questions: list[str], layer: i
     """Greedy answers to ``questions`` under ``system`` while steering at one layer."""
     from personalab.prompting import ask
 
-    if coef == 0:
+    layer = check_layer(model, integer(layer, "layer"), allow_embeddings=False)
+    if finite_real(coef, "coef") == 0:  # checked first: a bad layer is refused even at coefficient 0
         return ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
     with steer(model, vector, layer, coef, positions=positions, coef_mode=coef_mode):
         return ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
@@ -309,7 +310,10 @@ def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition
     coherence >= ``min_coherence`` and repetition <= ``max_repetition``.
     """
     rows = sorted(rows, key=lambda r: r["coef"])
-    base = next(r for r in rows if r["coef"] == 0)
+    base = next((r for r in rows if r["coef"] == 0), None)
+    if base is None:
+        raise ValueError(f"curve_summary needs a row at coef=0 (the unsteered baseline); got coefs "
+                         f"{[r['coef'] for r in rows]}: include 0 in the sweep's coefs")
     coherent = []
     for r in rows:
         if r["coef"] < 0:

@@ -400,3 +400,22 @@ def test_a_cached_vector_with_broken_metadata_is_extracted_again(tiny, tmp_cache
     meta_file.write_text(meta_file.read_text().replace('"n_layers": 4', '"n_layers": "4"'))
     extraction.persona_vector(tiny, trait, judge=object())
     assert len(made) == 2
+
+
+def test_monitoring_and_summaries_take_numpy_numbers_and_refuse_what_they_cannot_use(tiny):
+    from personalab.capability import capability_score
+    from personalab.monitoring import Monitor, first_alert
+    from personalab.steering import curve_summary, steered_answers
+
+    vec = _vec(tiny)
+    assert Monitor(tiny, vec, np.int64(2), np.float32(1.5)).threshold == 1.5
+    with pytest.raises(TypeError, match="window must be a whole number, got 2.5"):
+        Monitor(tiny, vec, 2, window=2.5)
+    with pytest.raises(ValueError, match=r"one sequence of numbers .* got shape \(2, 2\)"):
+        first_alert([[1.0, 2.0], [3.0, 4.0]], 1.5)
+    with pytest.raises(IndexError, match="layer 99 is out of range"):
+        steered_answers(tiny, vec, ["Hi"], 99, 0)  # coefficient 0 used to skip the layer check
+    with pytest.raises(ValueError, match="needs a row at coef=0"):
+        curve_summary([{"coef": 0.5, "trait": 1.0, "coherence": 90.0, "repetition": 0.0}])
+    with pytest.raises(TypeError, match="takes capability.Item objects, got 'x'"):
+        capability_score(tiny, ["x"])
