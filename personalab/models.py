@@ -198,6 +198,11 @@ def load_model(
     """
     from personalab.profiling import stage
 
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a model name, Hugging Face id or folder, got {name!r:.60} ({type(name).__name__})")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.bfloat16 (or None), got {dtype!r}")
+    name = os.fspath(name)
     if not _threads_configured:
         set_threads()
     with stage("model_load"):

@@ -419,3 +419,12 @@ def test_monitoring_and_summaries_take_numpy_numbers_and_refuse_what_they_cannot
         curve_summary([{"coef": 0.5, "trait": 1.0, "coherence": 90.0, "repetition": 0.0}])
     with pytest.raises(TypeError, match="takes capability.Item objects, got 'x'"):
         capability_score(tiny, ["x"])
+
+
+def test_load_model_checks_its_arguments_before_looking_anywhere():
+    import personalab as pl
+
+    with pytest.raises(TypeError, match="name must be a model name, Hugging Face id or folder, got 3"):
+        pl.load_model(3)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype such as torch.bfloat16"):
+        pl.load_model("some/model", dtype="bf16")
