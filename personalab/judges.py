@@ -75,6 +75,8 @@ def logprob_weighted_score(top_logprobs: dict[str, float], min_mass: float = 0.2
     is below ``min_mass`` (the judge was not really answering with a number).
     """
     min_mass = finite_real(min_mass, "min_mass")
+    if not isinstance(top_logprobs, dict):
+        raise TypeError(f"top_logprobs must be a dict of token -> log-probability, got {type(top_logprobs).__name__}")
     mass, total = 0.0, 0.0
     for token, lp in top_logprobs.items():
         tok = token.strip()
@@ -213,6 +215,9 @@ class EmbeddingJudge:
 
     def _head(self, trait: Trait):
         """Fit (once per trait) the exemplar classifier and its calibration."""
+        if not isinstance(trait, Trait):
+            raise TypeError(f"trait must be a Trait, got {trait!r:.60} ({type(trait).__name__}): "
+                            "load one with personalab.traits.load(name)")
         key = f"{trait.name}:{stable_hash(trait.exemplars)}"  # same name, other exemplars -> another head
         if key not in self._heads:
             from sklearn.linear_model import LogisticRegression

@@ -132,6 +132,9 @@ def generate(
     batch_size = positive_int(batch_size, "batch_size")
     seed = random_seed(seed)
     temperature = finite_real(temperature, "temperature")
+    for h in interventions:
+        if not callable(getattr(h, "on_layer", None)) or not callable(getattr(h, "cache_key", None)):
+            raise TypeError(f"interventions must have on_layer() and cache_key() (like Steering or Monitor), got {h!r:.60}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}

@@ -55,7 +55,7 @@ def _check_push(layer: int, delta: torch.Tensor) -> None:
     if not torch.isfinite(delta.float().pow(2).sum()):
         raise ValueError(f"the steering push at layer {layer} is too large (norm {delta.double().norm().item():.3g}): "
                          "the model's float32 norms would overflow to NaN and every answer would be empty; "
-                         "lower coef (norm-mode coefficients of 0.1-2 are typical)")
+                         "lower coef (the book's sweeps use norm-mode coefficients of 0.1-0.8)")
 
 
 def _questions(questions, trait) -> list[str]:

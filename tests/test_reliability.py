@@ -428,3 +428,14 @@ def test_load_model_checks_its_arguments_before_looking_anywhere():
         pl.load_model(3)
     with pytest.raises(TypeError, match="dtype must be a torch.dtype such as torch.bfloat16"):
         pl.load_model("some/model", dtype="bf16")
+
+
+def test_judges_and_generation_say_which_object_they_needed(tiny):
+    from personalab.judges import EmbeddingJudge
+
+    with pytest.raises(TypeError, match="trait must be a Trait, got 'sad'.*traits.load"):
+        EmbeddingJudge().trait_scores("sad", ["a"])
+    with pytest.raises(TypeError, match="top_logprobs must be a dict"):
+        logprob_weighted_score([("50", 0.0)])
+    with pytest.raises(TypeError, match="interventions must have on_layer"):
+        generate(tiny, ["Hi"], max_new_tokens=2, cache=False, interventions=[3])
