@@ -139,6 +139,10 @@ def neutral_kl(model, reference_logits: torch.Tensor | None = None) -> tuple[flo
     logits = sequence_logits(model, NEUTRAL_TEXTS)
     if reference_logits is None:
         return 0.0, logits
+    if not isinstance(reference_logits, torch.Tensor) or reference_logits.shape != logits.shape:
+        got = tuple(reference_logits.shape) if isinstance(reference_logits, torch.Tensor) else type(reference_logits).__name__
+        raise ValueError(f"reference_logits must be the [batch, seq, vocab] = {tuple(logits.shape)} logits that "
+                         f"neutral_kl(model)[1] returned on this model, got {got}")
     mask = model.tokenizer(list(NEUTRAL_TEXTS), return_tensors="pt", padding=True)["attention_mask"].bool()
     p = torch.log_softmax(reference_logits, -1)
     q = torch.log_softmax(logits, -1)

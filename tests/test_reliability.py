@@ -439,3 +439,10 @@ def test_judges_and_generation_say_which_object_they_needed(tiny):
         logprob_weighted_score([("50", 0.0)])
     with pytest.raises(TypeError, match="interventions must have on_layer"):
         generate(tiny, ["Hi"], max_new_tokens=2, cache=False, interventions=[3])
+
+
+def test_neutral_kl_names_the_reference_it_needs(tiny):
+    from personalab.capability import neutral_kl
+
+    with pytest.raises(ValueError, match=r"reference_logits must be the \[batch, seq, vocab\].*got \(3,\)"):
+        neutral_kl(tiny, torch.zeros(3))
