@@ -18,14 +18,16 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from personalab.activations import answer_activations
-from personalab.finetune import Example
+from personalab.finetune import Example, example_list
 from personalab.models import check_layer
 from personalab.prompting import chat_prompt, generate
+from personalab.validate import finite_real, integer, positive_int, same_length, text_list, vectors_of_one_width
 from personalab.vectors import PersonaVector, project
 
 
 def base_answers(model, examples: Sequence[Example], *, max_new_tokens: int = 40) -> list[str]:
     """The base model's own greedy answers to the dataset's questions (no system prompt)."""
+    examples = example_list(examples)
     prompts = [chat_prompt(model.tokenizer, e.question) for e in examples]
     return generate(model, prompts, max_new_tokens=max_new_tokens, desc="base answers")
 
@@ -40,6 +42,9 @@ def answer_means(model, examples: Sequence[Example], answers: Sequence[str], lay
     """
     if not layers:
         raise ValueError("answer_means() needs at least one layer")
+    examples = example_list(examples)
+    answers = text_list(answers, "answers", allow_blank=True)
+    same_length(examples, answers, "examples", "answers")
     layers = [check_layer(model, layer) for layer in layers]
     prompts = [chat_prompt(model.tokenizer, e.question) for e in examples]
     acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers], upto=max(layers),
@@ -55,8 +60,9 @@ def activation_differences(model, examples: Sequence[Example], layers: Sequence[
     computed here when not given. Projected on a unit persona vector this is the
     projection difference; projected on random directions, its null baseline.
     """
+    examples = example_list(examples)
     if not examples:
-        raise ValueError("projection_difference() got no examples")
+        raise ValueError("activation_differences() got no examples")
     reference = list(reference) if reference is not None else base_answers(model, examples)
     if len(reference) != len(examples):
         raise ValueError(f"{len(examples)} examples but {len(reference)} reference answers")
@@ -103,8 +109,12 @@ def filtering_null(mean_differences: Mapping[str, torch.Tensor], shifts: Mapping
     names = [ds for ds in mean_differences if ds in shifts]
     if len(names) < 3:
         raise ValueError(f"filtering_null needs at least 3 datasets with a shift, got {len(names)}")
-    acts = torch.stack([mean_differences[ds].double() for ds in names])  # [k, d]
-    y = [float(shifts[ds]) for ds in names]
+    n_random = positive_int(n_random, "n_random")
+    diffs = vectors_of_one_width({ds: mean_differences[ds] for ds in names}, "mean_differences")
+    acts = torch.stack(list(diffs.values()))  # [k, d]
+    direction = vectors_of_one_width({"direction": direction}, "argument", width=acts.shape[1],
+                                     nonzero=True)["direction"]
+    y = [finite_real(shifts[ds], f"shifts[{ds!r}]") for ds in names]
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_random, acts.shape[1], generator=gen, dtype=torch.float64)
     units = torch.cat([(direction.double() / direction.double().norm())[None], rand / rand.norm(dim=1, keepdim=True)])
@@ -121,9 +131,11 @@ def filtering_null(mean_differences: Mapping[str, torch.Tensor], shifts: Mapping
 
 def drop_top(examples: Sequence[Example], scores: Sequence[float], k: int) -> list[Example]:
     """The examples without the ``k`` highest-scoring ones (order kept)."""
+    examples = example_list(examples)
+    k = integer(k, "k")
     if not 0 <= k <= len(examples):
         raise ValueError(f"k must be between 0 and {len(examples)}, got {k}")
-    if len(scores) != len(examples):
-        raise ValueError(f"{len(examples)} examples but {len(scores)} scores")
-    drop = set(sorted(range(len(examples)), key=lambda i: -float(scores[i]))[:k])
+    same_length(examples, scores, "examples", "scores")
+    values = [finite_real(s, f"scores[{i}]") for i, s in enumerate(scores)]  # NaN would sort anywhere
+    drop = set(sorted(range(len(examples)), key=lambda i: -values[i])[:k])
     return [e for i, e in enumerate(examples) if i not in drop]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ from personalab.models import (
 )
 from personalab.profiling import staged
 from personalab.prompting import chat_prompt
-from personalab.validate import finite_real, integer, positive_int
+from personalab.validate import finite_real, integer, layer_index, positive_int, same_length, vectors_of_one_width
 from personalab.vectors import PersonaVector
 
 DONE_MARKER = "COMPLETE"
@@ -72,6 +71,18 @@ class Example:
     split: str = "train"
 
 
+def example_list(examples: object, what: str = "examples") -> list[Example]:
+    """``examples`` as a list of ``Example`` (``load_dataset`` gives one); anything else is a TypeError."""
+    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
+        raise TypeError(f"{what} must be a list of finetune.Example (load_dataset(name) gives one), "
+                        f"got {type(examples).__name__}")
+    bad = next((e for e in examples if not isinstance(e, Example)), None)
+    if bad is not None:
+        raise TypeError(f"{what} must hold finetune.Example objects, got {bad!r:.60} ({type(bad).__name__}): "
+                        "build them as Example(question, answer) or read a file with load_dataset")
+    return list(examples)
+
+
 def list_datasets() -> list[str]:
     """Names of the built-in fine-tuning datasets (see their data cards in data/datasets)."""
     folder = resources.files("personalab") / "data" / "datasets"
@@ -84,6 +95,8 @@ def load_dataset(name_or_path: str | os.PathLike, split: str | None = None) -> l
     ``split`` ("train" / "heldout") keeps one part; lines without a split are "train".
     Errors name the file and line number.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a dataset name or a path to a JSONL file, got {name_or_path!r:.60}")
     path = Path(name_or_path)
     if not path.suffix:
         builtin = resources.files("personalab") / "data" / "datasets" / f"{name_or_path}.jsonl"
@@ -128,6 +141,7 @@ def encode(tokenizer, examples: Sequence[Example], max_len: int) -> dict[str, to
     will see it at test time; the answer is followed by the end-of-turn token.
     Sequences longer than ``max_len`` are cut at the end.
     """
+    examples = example_list(examples)
     if not examples:
         raise DatasetError("encode() got no examples")
     end = getattr(tokenizer, "eos_token", "") or ""
@@ -184,8 +198,10 @@ class TrainingSteering:
     def __post_init__(self):
         if self.mode not in ("add", "ablate"):
             raise ValueError(f"mode must be 'add' or 'ablate', got {self.mode!r}")
-        if not math.isfinite(self.coef):
-            raise ValueError(f"coef must be finite, got {self.coef!r}")
+        object.__setattr__(self, "coef", finite_real(self.coef, "coef"))
+        if not isinstance(self.vector, PersonaVector):
+            raise TypeError(f"vector must be a PersonaVector, got {type(self.vector).__name__}")
+        object.__setattr__(self, "layer", layer_index(self.layer, self.vector.n_layers, allow_embeddings=False))
 
     def key(self) -> dict:
         return {"trait": self.vector.trait, "layer": self.layer, "coef": self.coef, "mode": self.mode,
@@ -258,6 +274,8 @@ def profile_settings(name: str | None = None) -> dict:
     """Training and evaluation sizes for a profile (chapters 5 and 6 share them, so chapter 6
     re-uses chapter 5's cached runs): ``{"settings": LoraSettings, "n_eval": int}``."""
     name = name or profile()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
     return {"full": {"settings": LoraSettings(steps=24, batch_size=8), "n_eval": 20},
             "ci": {"settings": LoraSettings(steps=16, batch_size=4), "n_eval": 10}}[name]
 
@@ -289,7 +307,7 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
     The base ``model`` is not modified. With ``steering``, its hook is active during
     training only: the returned model runs without it.
     """
-    examples = [e for e in examples if e.split == "train"]
+    examples = [e for e in example_list(examples) if e.split == "train"]
     if not examples:
         raise DatasetError("finetune() got no training examples (split 'train')")
     if steering is not None:
@@ -425,6 +443,7 @@ def _wrap(base, hf_model, key: str):
 @torch.no_grad()
 def heldout_loss(model, examples: Sequence[Example], *, max_len: int = 96, batch_size: int = 16) -> float:
     """Mean answer-token loss of ``model`` on ``examples`` (use the held-out split)."""
+    examples = example_list(examples)
     if not examples:
         raise ValueError("heldout_loss() got no examples: pass the held-out split of a dataset")
     batch_size = positive_int(batch_size, "batch_size")
@@ -454,8 +473,12 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
     Results are cached on disk (keyed by model id, trait, questions, vector, layer, judge
     and active steering), so chapter 6 re-uses chapter 5's measurements.
     """
+    from personalab import traits as traits_mod
     from personalab.prompting import active_interventions
 
+    trait = traits_mod.load(trait) if isinstance(trait, str) else trait
+    layer = check_layer(model, layer)
+    vector.check_model(model)
     questions = list(questions or trait.evaluation_questions)
     hooks = active_interventions(model)
     key = stable_hash({"model": model_id(model), "trait": trait.to_json(), "questions": questions, "layer": layer,
@@ -530,15 +553,18 @@ def shift_null(deltas: Sequence[torch.Tensor], d_trait: Sequence[float], traits:
     """
     from personalab.stats import bootstrap_ci, null_summary, pearson_r
 
-    if not len(deltas) == len(d_trait) == len(traits):
-        raise ValueError(f"{len(deltas)} deltas, {len(d_trait)} trait shifts and {len(traits)} traits: one each per point")
+    same_length(deltas, d_trait, "deltas", "trait shifts")
+    same_length(deltas, traits, "deltas", "traits")
     if len(deltas) < 3:
         raise ValueError(f"shift_null needs at least 3 points, got {len(deltas)}")
     missing = sorted(set(traits) - set(directions))
     if missing:
         raise ValueError(f"no direction given for trait(s) {missing}")
-    X = torch.stack([torch.as_tensor(d, dtype=torch.float64) for d in deltas])  # [n, d]
-    y = [float(v) for v in d_trait]
+    n_random = positive_int(n_random, "n_random")
+    X = torch.stack(list(vectors_of_one_width(dict(enumerate(deltas)), "deltas").values()))  # [n, d]
+    directions = vectors_of_one_width({t: directions[t] for t in set(traits)}, "directions", width=X.shape[1],
+                                      nonzero=True)
+    y = [finite_real(v, f"d_trait[{i}]") for i, v in enumerate(d_trait)]
     names = sorted(set(traits))
     gen = torch.Generator().manual_seed(seed)
 

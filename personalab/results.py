@@ -14,23 +14,31 @@ from pathlib import Path
 
 from personalab._io import atomic_write_json
 from personalab.config import settings
+from personalab.validate import safe_name
 
 
 def _clean(value):
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch scalars and arrays
+        value = value.tolist()
     if isinstance(value, float):
         return None if math.isnan(value) else round(value, 4)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    raise TypeError(f"record() stores numbers, strings, lists and dicts of them; got {type(value).__name__}")
 
 
 def record(key: str, value, *, source: str = "notebook") -> None:
     """Store ``value`` under the dotted ``key`` in ``$PERSONALAB_RESULTS/<source>.json`` (``build/results``)."""
-    path = _results_dir() / f"{source}.json"
+    if not isinstance(key, str) or not all(part.strip() for part in key.split(".")):
+        raise ValueError(f"key must be a dotted name such as 'judge.sad.spearman', got {key!r}")
+    clean = _clean(value)
+    path = _results_dir() / f"{safe_name(source, 'source')}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data[key] = _clean(value)
+    data[key] = clean
     atomic_write_json(path, data)
 
 
@@ -54,5 +62,9 @@ def nest(flat: dict) -> dict:
         *parents, last = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"results key {key!r} nests under {p!r}, which already holds a value")
+        if isinstance(node.get(last), dict):
+            raise ValueError(f"results key {key!r} would replace the group of keys under it")
         node[last] = value
     return out

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import torch
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 KNOWN_SUFFIXES = (".safetensors", ".json")
@@ -126,6 +128,27 @@ def finite_reals(xs: object, n: int, what: str) -> list[float]:
     if len(xs) != n:
         raise ValueError(f"{what} has {len(xs)} values, expected {n} (one per layer, 0 = embeddings)")
     return [finite_real(x, f"{what}[{i}]") for i, x in enumerate(xs)]
+
+
+def vectors_of_one_width(xs: Mapping, what: str, *, width: int | None = None,
+                         nonzero: bool = False) -> dict[object, torch.Tensor]:
+    """``{key: 1-D finite vector}``, all of one width (``width`` if given), as float64;
+    ``nonzero`` refuses all-zero vectors (a direction must have one)."""
+    out: dict[object, torch.Tensor] = {}
+    for key, x in xs.items():
+        v = torch.as_tensor(x, dtype=torch.float64) if not torch.is_tensor(x) else x.detach().double()
+        if v.dim() != 1:
+            raise ValueError(f"{what}[{key!r}] must be one vector [d], got shape {tuple(v.shape)}")
+        width = v.shape[0] if width is None else width
+        if v.shape[0] != width:
+            raise ValueError(f"{what}[{key!r}] has {v.shape[0]} entries, expected {width}: all vectors must "
+                             "come from the same model and layer width")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{what}[{key!r}] holds NaN or infinite values")
+        if nonzero and float(v.norm()) == 0.0:
+            raise ValueError(f"{what}[{key!r}] is all zeros: it has no direction")
+        out[key] = v
+    return out
 
 
 def safe_name(name: object, what: str = "name") -> str:

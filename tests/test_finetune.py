@@ -259,7 +259,7 @@ def test_shift_null_credits_a_direction_that_carries_the_shift():
         deltas.append(shift * dirs[t] / dirs[t].norm() + 0.5 * torch.randn(64, generator=gen))
     out = shift_null(deltas, shifts, traits_, dirs, n_random=100, n_boot=100)
     assert out["value"] > 0.9 and out["percentile"] == 100 and out["ci_low"] > out["null_p95"]
-    with pytest.raises(ValueError, match="one each per point"):
+    with pytest.raises(ValueError, match="pair up one to one"):
         shift_null(deltas[:3], shifts[:2], traits_[:3], dirs)
     with pytest.raises(ValueError, match="no direction given"):
         shift_null(deltas, shifts, traits_, {"a": dirs["a"]})

@@ -446,3 +446,100 @@ def test_neutral_kl_names_the_reference_it_needs(tiny):
 
     with pytest.raises(ValueError, match=r"reference_logits must be the \[batch, seq, vocab\].*got \(3,\)"):
         neutral_kl(tiny, torch.zeros(3))
+
+
+# -- fine-tuning, data filtering and results: the edges audited last ---------------------------
+
+def test_training_steering_and_fine_tuning_inputs_fail_clearly(tiny, tmp_cache):
+    from personalab.finetune import Example, LoraSettings, TrainingSteering, finetune, heldout_loss, load_dataset
+    from personalab.finetune import profile_settings
+
+    vec = _vec(tiny)
+    with pytest.raises(IndexError, match="layer 99 is out of range"):
+        TrainingSteering(vec, 99, 0.5)
+    with pytest.raises(TypeError, match="layer must be a whole number"):
+        TrainingSteering(vec, "2", 0.5)
+    with pytest.raises(TypeError, match="coef must be a real number"):
+        TrainingSteering(vec, 2, "x")
+    assert TrainingSteering(vec, np.int64(2), np.float32(0.5)).layer == 2
+    one_step = LoraSettings(steps=1, batch_size=1)
+    with pytest.raises(TypeError, match="got str"):
+        finetune(tiny, "abc", one_step)
+    with pytest.raises(TypeError, match=r"Example\(question, answer\)"):
+        finetune(tiny, [("q", "a")], one_step)
+    with pytest.raises(TypeError, match="list of finetune.Example"):
+        heldout_loss(tiny, "abc")
+    with pytest.raises(TypeError, match="dataset name or a path"):
+        load_dataset(3)
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        profile_settings("fast")
+    assert isinstance(profile_settings("ci")["settings"], LoraSettings)
+    assert Example("q", "a").split == "train"
+
+
+def test_null_baselines_refuse_vectors_of_other_widths_zero_directions_and_nan():
+    from personalab.datafilter import filtering_null
+    from personalab.finetune import shift_null
+
+    gen = torch.Generator().manual_seed(0)
+    deltas = [torch.randn(64, generator=gen) for _ in range(4)]
+    ok = shift_null(deltas, [1, 2, 3, 4], ["a"] * 4, {"a": torch.randn(64, generator=gen)}, n_random=20, n_boot=20)
+    assert -1 <= ok["value"] <= 1 and math.isfinite(ok["null_p95"])
+    with pytest.raises(ValueError, match=r"deltas\[3\] has 32 entries, expected 64"):
+        shift_null(deltas[:3] + [torch.randn(32)], [1, 2, 3, 4], ["a"] * 4, {"a": torch.randn(64)})
+    with pytest.raises(ValueError, match="has 32 entries, expected 64"):
+        shift_null(deltas, [1, 2, 3, 4], ["a"] * 4, {"a": torch.randn(32)})
+    with pytest.raises(ValueError, match="all zeros"):
+        shift_null(deltas, [1, 2, 3, 4], ["a"] * 4, {"a": torch.zeros(64)})
+    with pytest.raises(ValueError, match="n_random must be >= 1"):
+        shift_null(deltas, [1, 2, 3, 4], ["a"] * 4, {"a": torch.randn(64)}, n_random=0)
+    with pytest.raises(ValueError, match="must be finite"):
+        shift_null(deltas, [1, math.nan, 3, 4], ["a"] * 4, {"a": torch.randn(64)})
+    means = {ds: torch.randn(64, generator=gen) for ds in "abc"}
+    with pytest.raises(ValueError, match="has 32 entries, expected 64"):
+        filtering_null(means, {"a": 1, "b": 2, "c": 3}, torch.randn(32))
+    with pytest.raises(ValueError, match="all zeros"):  # it used to return a Spearman of 1.0
+        filtering_null(means, {"a": 1, "b": 2, "c": 3}, torch.zeros(64))
+    with pytest.raises(ValueError, match=r"shifts\['b'\] must be finite"):
+        filtering_null(means, {"a": 1, "b": math.nan, "c": 3}, torch.randn(64))
+
+
+def test_data_filtering_inputs_fail_clearly(tiny, tmp_cache):
+    from personalab.datafilter import activation_differences, answer_means, drop_top, projection_difference
+    from personalab.finetune import Example
+
+    ex = [Example("Hi?", "Hello there."), Example("Why?", "Because.")]
+    with pytest.raises(ValueError, match="scores\\[0\\] must be finite"):  # NaN used to sort anywhere
+        drop_top(ex, [math.nan, 2.0], 1)
+    with pytest.raises(TypeError, match="k must be a whole number"):
+        drop_top(ex, [1.0, 2.0], 1.5)
+    assert drop_top(ex, torch.tensor([1.0, 2.0]), np.int64(1)) == ex[:1]
+    with pytest.raises(TypeError, match="got one string"):  # used to read 'ab' as two answers
+        answer_means(tiny, ex, "ab", [2])
+    with pytest.raises(ValueError, match="2 examples but 1 answers"):
+        answer_means(tiny, ex, ["a"], [2])
+    with pytest.raises(ValueError, match="activation_differences\\(\\) got no examples"):
+        activation_differences(tiny, [], [2])
+    with pytest.raises(TypeError, match="list of finetune.Example"):
+        projection_difference(tiny, "ab", _vec(tiny), 2, reference=["a", "b"])
+
+
+def test_results_keys_sources_and_values_are_checked(tmp_path, monkeypatch):
+    import json
+
+    from personalab.results import nest, record
+
+    monkeypatch.setenv("PERSONALAB_RESULTS", str(tmp_path))
+    record("a.tensor", torch.tensor([1.0, 2.5]), source="probe")
+    record("a.numpy", np.float64(0.123456), source="probe")
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"a.tensor": [1.0, 2.5], "a.numpy": 0.1235}
+    for bad_key in ("", "a..b", ".a"):
+        with pytest.raises(ValueError, match="dotted name"):
+            record(bad_key, 1, source="probe")
+    with pytest.raises(ValueError, match="not a safe name"):  # used to write outside the results folder
+        record("x.v", 1, source="../../x")
+    with pytest.raises(TypeError, match="got object"):
+        record("x.w", object(), source="probe")
+    with pytest.raises(ValueError, match="already holds a value"):
+        nest({"a": 1, "a.b": 2})
+    assert nest({"a.b": 1, "a.c": 2}) == {"a": {"b": 1, "c": 2}}
