@@ -54,6 +54,15 @@ def test_save_layer_output_check():
     with pytest.raises(ExerciseFailed, match="None"):
         check_save_layer_output(lambda m, p, k: None)
 
+    def from_hidden_states(model, prompt, k):  # right for every block but the last (normed there)
+        hf = model._module
+        with torch.no_grad():
+            out = hf(**model.tokenizer(prompt, return_tensors="pt"), output_hidden_states=True)
+        return out.hidden_states[k + 1]
+
+    with pytest.raises(ExerciseFailed, match="final norm"):
+        check_save_layer_output(from_hidden_states)
+
 
 def test_add_vector_check():
     check_add_vector(logits_with_vector)
@@ -85,3 +94,10 @@ def test_logit_lens_check():
         check_logit_lens(lambda model, hidden: model.lm_head(hidden))
     with pytest.raises(ExerciseFailed):
         check_logit_lens(lambda model, hidden: torch.softmax(lens(model, hidden), -1))
+
+    def rms_without_gain(model, hidden):  # passes on a norm whose gain is all ones
+        eps = model.model.norm.variance_epsilon
+        return model.lm_head(hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps))
+
+    with pytest.raises(ExerciseFailed, match="gain"):
+        check_logit_lens(rms_without_gain)

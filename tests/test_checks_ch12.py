@@ -22,7 +22,13 @@ def test_judge_score_check():
     def no_none(top, min_mass=0.25):
         return logprob_weighted_score(top, min_mass=0.0)
 
-    for wrong in (unnormalised, no_none):
+    def ignores_min_mass(top, min_mass=0.25):  # passes when called with the default only
+        return logprob_weighted_score(top)
+
+    def hard_coded_threshold(top, min_mass=0.25):
+        return logprob_weighted_score(top, min_mass=0.25 if min_mass < 0.5 else min_mass)
+
+    for wrong in (unnormalised, no_none, ignores_min_mass, hard_coded_threshold):
         with pytest.raises(ExerciseFailed):
             check_logprob_weighted_score(wrong)
 

@@ -26,6 +26,20 @@ def test_training_hook_check_accepts_reference_and_rejects_mistakes():
     with pytest.raises(ExerciseFailed):
         check_training_hook(_hook_maker(sign=2.0))
 
+    def tensor_only(shift):  # right on blocks that return a tensor, wrong on (hidden, extras)
+        return lambda module, inputs, output: output + shift
+
+    def drops_extras(shift):
+        def hook(module, inputs, output):
+            h = output[0] if isinstance(output, tuple) else output
+            return (h + shift,) if isinstance(output, tuple) else h + shift
+        return hook
+
+    with pytest.raises(ExerciseFailed, match="tuple"):
+        check_training_hook(tensor_only)
+    with pytest.raises(ExerciseFailed, match="keep the elements"):
+        check_training_hook(drops_extras)
+
 
 def test_projection_difference_check():
     def ref(data, base, direction):

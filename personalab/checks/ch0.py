@@ -81,11 +81,15 @@ def _as_tensor(x, what: str) -> torch.Tensor:
 
 
 def check_save_layer_output(fn: Callable) -> None:
-    """``fn(model, prompt, k) -> Tensor [1, seq, d_model]``: the output of ``model.model.layers[k]``."""
+    """``fn(model, prompt, k) -> Tensor [1, seq, d_model]``: the output of ``model.model.layers[k]``.
+
+    Every block is tried, the last one included: there Hugging Face's ``hidden_states[k + 1]``
+    has the final norm applied, so an answer read from ``output_hidden_states`` fails.
+    """
     model = _tiny()
     n = len(model._module.model.layers)
     for prompt in _PROMPTS:
-        for k in (0, 2):
+        for k in range(n):
             want = hooked_block_output(model, prompt, k)
             got = _as_tensor(_call(fn, model, prompt, k), f"block {k}")
             if got.dim() == 2:
@@ -95,6 +99,10 @@ def check_save_layer_output(fn: Callable) -> None:
                         torch.allclose(got, hooked_block_output(model, prompt, other), atol=1e-5):
                     raise ExerciseFailed(f"for k={k} you returned the output of model.model.layers[{other}]: "
                                          "an off-by-one. layers[k] is the (k+1)-th block, 0-based.")
+            if k == n - 1 and got.shape == want.shape and torch.allclose(
+                    got, model._module.model.norm(want), atol=1e-5):
+                raise ExerciseFailed(f"for the last block (k={k}) you returned its output after the final norm "
+                                     "(as hidden_states[-1] is): save model.model.layers[k].output itself.")
             assert_close(got, want, f"output of model.model.layers[{k}] for {prompt!r}", atol=1e-5)
     passed("save a block's output")
 
@@ -122,19 +130,35 @@ def check_add_vector(fn: Callable) -> None:
     passed("add a vector to the residual stream")
 
 
+def _tiny_with_norm_gain():
+    """A tiny model whose final norm has a non-trivial gain (a fresh one's is all ones, so
+    a hand-written RMS normalisation that forgot the weight would pass on it)."""
+    model = tiny_model()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        norm = model._module.model.norm
+        norm.weight.copy_(0.5 + 1.5 * torch.rand(norm.weight.shape, generator=gen))
+    return model
+
+
 def check_logit_lens(fn: Callable) -> None:
     """``fn(model, hidden [seq, d_model]) -> logits [seq, vocab]``: final norm, then unembedding."""
-    model = _tiny()
+    model = _tiny_with_norm_gain()
     hf = model._module
     gen = torch.Generator().manual_seed(1)
     hidden = 5.0 * torch.randn(4, int(model.config.hidden_size), generator=gen)
+    norm = hf.model.norm
     with torch.no_grad():
-        want = hf.lm_head(hf.model.norm(hidden))
+        want = hf.lm_head(norm(hidden))
         no_norm = hf.lm_head(hidden)
+        no_gain = hf.lm_head(hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
     got = _as_tensor(_call(fn, model, hidden.clone()), "logit lens")
     if got.shape == want.shape and torch.allclose(got, no_norm, atol=1e-4):
         raise ExerciseFailed("you unembedded the residual without the final norm: apply model.model.norm "
                              "first, as the model does after its last block.")
+    if got.shape == want.shape and torch.allclose(got, no_gain, atol=1e-4):
+        raise ExerciseFailed("you normalised the residual but left out the norm's learned gain "
+                             "(model.model.norm.weight): call model.model.norm itself.")
     if got.shape == want.shape and torch.allclose(got, want.softmax(-1), atol=1e-6):
         raise ExerciseFailed("you returned probabilities; return the logits (no softmax).")
     assert_close(got, want, "logit-lens logits of random residual vectors", atol=1e-4)

@@ -59,4 +59,22 @@ def check_training_hook(make_hook) -> None:
     if torch.allclose(got, plain - shift, atol=1e-4):
         raise ExerciseFailed("you subtracted the shift: preventative steering *adds* the trait direction")
     assert_close(got, want, "block output with your hook")
+    _check_tuple_output(hook, plain, shift)
     passed("training-time steering hook")
+
+
+def _check_tuple_output(hook, hidden: torch.Tensor, shift: torch.Tensor) -> None:
+    """Blocks of many models (and older transformers) return ``(hidden, extras...)``: the
+    hook must shift the hidden states and hand the extras back untouched, in a tuple."""
+    extra = torch.arange(3.0)
+    try:
+        out = hook(None, (hidden,), (hidden.clone(), extra))
+    except Exception as err:  # noqa: BLE001 - any failure here is the learner's to see
+        raise ExerciseFailed(f"your hook failed on a block that returns a tuple (hidden, extras): "
+                             f"{type(err).__name__}: {err}") from None
+    if not isinstance(out, tuple):
+        raise ExerciseFailed(f"on a block that returns a tuple your hook returned {type(out).__name__}: "
+                             "return a tuple of the same form, (shifted hidden, *output[1:])")
+    if len(out) != 2 or out[1] is not extra:
+        raise ExerciseFailed("on a block that returns a tuple, keep the elements after the hidden states as they were")
+    assert_close(out[0], hidden + shift, "hidden states of a tuple-returning block with your hook")
