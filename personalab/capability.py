@@ -63,13 +63,65 @@ def sequence_logits(model, texts: Sequence[str], keep_last: int | None = None) -
     return logits.detach().float()
 
 
+@dataclass(frozen=True)
+class _Pack:
+    """One prompt and all its choices in one row: the shared prefix once, then each choice's
+    own tokens, which see the prefix and themselves but not the other choices."""
+
+    ids: list[int]
+    positions: list[int]  # position ids: every choice continues from the end of the prefix
+    blocks: list[tuple[int, int]]  # (start, end) of each choice's own tokens in ``ids``
+    targets: list[list[tuple[int, int]]]  # per choice: (row index predicting the token, token id)
+
+
+def _pack(tok, prompt: str, choices: Sequence[str]) -> _Pack:
+    """Tokenise ``prompt + " " + choice`` for every choice and fold them into one row.
+
+    The scored tokens are those after the prompt's own tokens, as if each text were run
+    alone; tokens the texts share at the start (the prompt, as a rule) are run once.
+    """
+    n_prompt = len(tok(prompt)["input_ids"])
+    fulls = [tok(prompt + " " + c)["input_ids"] for c in choices]
+    shared = 0
+    while all(len(f) > shared + 1 and f[shared] == fulls[0][shared] for f in fulls) and shared < n_prompt:
+        shared += 1
+    ids, positions, blocks, targets = list(fulls[0][:shared]), list(range(shared)), [], []
+    for full in fulls:
+        start = len(ids)
+        ids += full[shared:]
+        positions += range(shared, len(full))
+        blocks.append((start, len(ids)))
+        row = lambda j: j if j < shared else start + j - shared  # noqa: E731 - index of full[j] in ids
+        targets.append([(row(j - 1), full[j]) for j in range(max(n_prompt, 1), len(full))])
+    return _Pack(ids, positions, blocks, targets)
+
+
+def _packed_batch(packs: Sequence[_Pack], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids, position ids and a 4-D additive attention mask for ``packs``."""
+    width = max(len(p.ids) for p in packs)
+    ids = torch.full((len(packs), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(packs), width), dtype=torch.long)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(len(packs), 1, 1)  # padding sees itself (no NaN rows)
+    for b, p in enumerate(packs):
+        n, shared = len(p.ids), p.blocks[0][0]
+        ids[b, :n], positions[b, :n] = torch.tensor(p.ids), torch.tensor(p.positions)
+        allowed[b, :shared, :shared] = torch.ones(shared, shared, dtype=torch.bool).tril()
+        for start, end in p.blocks:
+            allowed[b, start:end, :shared] = True
+            allowed[b, start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+    mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, torch.finfo(torch.float32).min)
+    return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions}
+
+
 def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[str]],
-                    batch_size: int = 48) -> list[torch.Tensor]:
+                    batch_size: int = 16) -> list[torch.Tensor]:
     """Total log-probability of each choice's tokens after its prompt.
 
-    Every (prompt, choice) pair becomes one text; the texts are scored in left-padded
-    batches of similar length (sorted, so little compute goes to padding). Returns one
-    tensor of choice log-probs per prompt.
+    Each prompt and its choices share one row: the prompt runs once and every choice
+    attends to it and to itself only (a 4-D attention mask, position ids that restart
+    after the prompt), so a four-choice item costs its prompt once instead of four times,
+    with the same log-probabilities as four separate texts. Rows of similar length are
+    batched. Returns one tensor of choice log-probs per prompt.
     """
     tok = model.tokenizer
     prompts = text_list(prompts, "prompts")
@@ -78,29 +130,30 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
     choices = [text_list(cs, f"choices[{i}]") for i, cs in enumerate(choices)]
     same_length(prompts, choices, "prompts", "lists of choices")
     batch_size = positive_int(batch_size, "batch_size")
-    texts, spans = [], []
-    for p, cs in zip(prompts, choices, strict=True):
-        n_prompt = len(tok(p)["input_ids"])
-        for c in cs:
-            t = p + " " + c
-            texts.append(t)
-            spans.append((n_prompt, len(tok(t)["input_ids"])))
-    order = sorted(range(len(texts)), key=lambda i: spans[i][1])
-    scores: list[torch.Tensor] = [torch.tensor(0.0)] * len(texts)
+    packs = [_pack(tok, p, cs) for p, cs in zip(prompts, choices, strict=True)]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    order = sorted(range(len(packs)), key=lambda i: len(packs[i].ids))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(packs)
     for s in range(0, len(order), batch_size):
         rows = order[s:s + batch_size]
-        batch, batch_spans = [texts[i] for i in rows], [spans[i] for i in rows]
-        keep = max(n - n_prompt for n_prompt, n in batch_spans) + 1  # left padding: the choices end every row
-        logits = sequence_logits(model, batch, keep_last=keep)  # [b, keep, vocab]: positions seq-keep .. seq-1
-        ids = tok(batch, return_tensors="pt", padding=True)["input_ids"][:, -keep:]
-        logp = logits[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)
-        for i, (n_prompt, n) in enumerate(batch_spans):  # the choice's n - n_prompt tokens end the row
-            scores[rows[i]] = logp[i, keep - 1 - (n - n_prompt):].sum()
-    out, k = [], 0
-    for cs in choices:
-        out.append(torch.stack(scores[k:k + len(cs)]))
-        k += len(cs)
+        batch = [packs[i] for i in rows]
+        keep = sorted({q for p in batch for tgt in p.targets for q, _ in tgt})  # rows whose logits are needed
+        logits = _scoring_logits(model, _packed_batch(batch, pad_id), torch.tensor(keep))  # [b, len(keep), vocab]
+        logp = torch.log_softmax(logits, -1)
+        at = {q: k for k, q in enumerate(keep)}
+        for b, (i, p) in enumerate(zip(rows, batch, strict=True)):
+            out[i] = torch.stack([sum((logp[b, at[q], t] for q, t in tgt), torch.tensor(0.0)) for tgt in p.targets])
     return out
+
+
+def _scoring_logits(model, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    """Logits at the sequence positions ``keep`` for prepared inputs, active interventions applied."""
+    hooks = active_interventions(model)
+    with scoring_precision(model), model.trace(inputs, logits_to_keep=keep, **trace_kwargs(model)):
+        if hooks:
+            apply_interventions(model, hooks, step=0)
+        logits = model.lm_head.output.save()
+    return logits.detach().float()
 
 
 _UNSTEERED: dict[tuple, float] = {}

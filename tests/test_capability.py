@@ -20,8 +20,11 @@ def _reference_logprob(tiny, prompt: str, choice: str) -> float:
 
 
 def test_choice_logprobs_match_plain_forward(tiny):
-    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: 2 + 2 =\nAnswer:"]
-    choices = [["Paris", "the city of London", "Berlin"], ["4", "five hundred and six"]]
+    """Packed rows (prompt once, choices masked from each other) score as separate texts would."""
+    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: 2 + 2 =\nAnswer:",
+               "Question: Hi?\nAnswer: ", "Count: 1 2", "Answer:"]
+    choices = [["Paris", "the city of London", "Berlin"], ["4", "five hundred and six"], ["yes", "no way"],
+               ["3", "34", "3 4 5"], ["x"]]
     got = choice_logprobs(tiny, prompts, choices, batch_size=3)  # batches mix prompts and lengths
     for p, cs, lp in zip(prompts, choices, got, strict=True):
         want = torch.tensor([_reference_logprob(tiny, p, c) for c in cs])
