@@ -91,8 +91,9 @@ def _pack(tok, prompt: str, choices: Sequence[str]) -> _Pack:
         ids += full[shared:]
         positions += range(shared, len(full))
         blocks.append((start, len(ids)))
-        row = lambda j: j if j < shared else start + j - shared  # noqa: E731 - index of full[j] in ids
-        targets.append([(row(j - 1), full[j]) for j in range(max(n_prompt, 1), len(full))])
+        # full[j - 1] predicts full[j]; it sits at j in the shared prefix, else in this choice's block
+        targets.append([(j - 1 if j - 1 < shared else start + j - 1 - shared, full[j])
+                        for j in range(max(n_prompt, 1), len(full))])
     return _Pack(ids, positions, blocks, targets)
 
 

@@ -21,7 +21,14 @@ from personalab.activations import answer_activations
 from personalab.finetune import Example, example_list
 from personalab.models import check_layer
 from personalab.prompting import chat_prompt, generate
-from personalab.validate import finite_real, integer, positive_int, same_length, text_list, vectors_of_one_width
+from personalab.validate import (
+    finite_real,
+    integer,
+    positive_int,
+    same_length,
+    text_list,
+    vectors_of_one_width,
+)
 from personalab.vectors import PersonaVector, project
 
 

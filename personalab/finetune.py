@@ -45,7 +45,14 @@ from personalab.models import (
 )
 from personalab.profiling import staged
 from personalab.prompting import chat_prompt
-from personalab.validate import finite_real, integer, layer_index, positive_int, same_length, vectors_of_one_width
+from personalab.validate import (
+    finite_real,
+    integer,
+    layer_index,
+    positive_int,
+    same_length,
+    vectors_of_one_width,
+)
 from personalab.vectors import PersonaVector
 
 DONE_MARKER = "COMPLETE"

@@ -25,7 +25,7 @@ import torch
 from personalab.activations import answer_activations, last_token_activations, last_token_stack
 from personalab.judges import Judge
 from personalab.models import check_context, check_layer, layer_output, model_id
-from personalab.prompting import chat_prompt, generate, generate_batch
+from personalab.prompting import chat_prompt, generate_batch, generate_reading_last_token
 from personalab.stats import pearson_r
 from personalab.traits import Trait
 from personalab.validate import positive_int, real_number, text_list
@@ -128,9 +128,11 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
     levels, questions = [r[0] for r in rows], [r[1] for r in rows]
     prompts = [chat_prompt(model.tokenizer, q, trait.graded_prompts[lev]) for lev, q in rows]
     vector.check_model(model)
-    acts = last_token_stack(model, prompts)  # [n, L+1, d]: kept, so layer sweeps and nulls need no new pass
+    # the pass that generates also reads the last prompt token at every layer: [n, L+1, d], kept so
+    # layer sweeps and nulls need no new pass
+    answers, acts = generate_reading_last_token(model, prompts, max_new_tokens=max_new_tokens,
+                                                desc=f"{trait.name} graded")
     proj = project(acts[:, layer], vector.at(layer)).tolist()
-    answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} graded")
     if not with_coherence and hasattr(judge, "trait_scores"):
         scores, coherence = [float(x) for x in judge.trait_scores(trait, answers)], [math.nan] * len(answers)
     else:

@@ -18,7 +18,15 @@ import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
-from personalab.models import check_context, generation_bf16, model_id, trace_kwargs, writable_cache_root
+from personalab.models import (
+    check_context,
+    generation_bf16,
+    layer_output,
+    model_id,
+    n_layers,
+    trace_kwargs,
+    writable_cache_root,
+)
 from personalab.profiling import stage
 from personalab.validate import finite_real, positive_int, random_seed, text, text_list
 
@@ -158,7 +166,7 @@ def generate(
                 torch.manual_seed(seed + b)
             new_ids = generate_batch(model, batch, max_new_tokens, sampling, extra)
             out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-            if hooks and not any(a.strip() for a in out):
+            if any(not getattr(h, "reads_only", False) for h in hooks) and not any(a.strip() for a in out):
                 warnings.warn(f"every answer in this batch of {len(out)} is empty under {hooks}: the steering "
                               "is probably too strong for the model (lower coef)", stacklevel=2)
             if cacheable:
@@ -185,3 +193,71 @@ def ask(model, questions: Sequence[str], system: str | None = None, **kwargs) ->
     """Convenience: answer each question (a list of strings) under one system prompt."""
     tok = model.tokenizer
     return generate(model, [chat_prompt(tok, q, system) for q in text_list(questions, "questions")], **kwargs)
+
+
+class LastTokenReader:
+    """Reads every layer's residual stream at each prompt's last token during the first
+    generation step (the prefill), so the pass that generates also gives the activations
+    monitoring needs: no second forward pass over the prompts.
+
+    Used through ``generate_reading_last_token``. Prompts are left-padded, so position -1
+    of the prefill is every row's last prompt token. Later steps touch only the embedding
+    output, which keeps nnsight's step loop in step with the model.
+    """
+
+    reads_only = True  # changes no output (generate warns about empty answers only for those that do)
+
+    def __init__(self, n_layers: int, out: torch.Tensor, rows: Sequence[int] | None = None):
+        self.layers = tuple(range(n_layers + 1))
+        self.out, self.rows = out, list(rows) if rows is not None else list(range(out.shape[0]))
+
+    def cache_key(self) -> None:
+        return None  # it must see the run
+
+    def select(self, rows: Sequence[int]) -> LastTokenReader:
+        """The reader for one batch: its rows are indices into the prompts given to ``generate``."""
+        return LastTokenReader(len(self.layers) - 1, self.out, rows)
+
+    def on_layer(self, model, layer: int, step: int) -> None:
+        if step == 0:
+            self.out[self.rows, layer] = layer_output(model, layer)[:, -1].detach().float().cpu()
+        elif layer == 0:
+            layer_output(model, 0)  # a read per step keeps the open-ended step loop in sync
+
+
+def generate_reading_last_token(model, prompts: Sequence[str], *, max_new_tokens: int = 48,
+                                desc: str = "generating") -> tuple[list[str], torch.Tensor]:
+    """Greedy answers and the last prompt token's residual stream at every layer, ``[n, L+1, d]``,
+    from the same pass (``LastTokenReader``). Both are cached on disk together, keyed like
+    ``generate``'s batches plus the reader, so a re-run reads them back instead of generating."""
+    prompts = text_list(prompts, "prompts")
+    max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+    from safetensors.torch import load_file, save_file
+
+    active = [h.cache_key() for h in active_interventions(model)]  # steering changes both answers and reads
+    cacheable = all(k is not None for k in active)
+    key = stable_hash([model_id(model), prompts, max_new_tokens, {"bf16": generation_bf16(model)}, active,
+                       "last_token_v1"])
+    folder = writable_cache_root() / "generations_with_last_token"
+    answers_path, acts_path = folder / f"{key}.json", folder / f"{key}.safetensors"
+    answers = _read_cached(answers_path, len(prompts)) if cacheable else None
+    if answers is not None and acts_path.is_file():
+        try:
+            acts = load_file(str(acts_path))["last_token"]
+            if acts.shape[:2] == (len(prompts), n_layers(model) + 1):
+                return answers, acts
+        except Exception:  # noqa: BLE001 - an unreadable entry is rebuilt below
+            pass
+    acts = torch.full((len(prompts), n_layers(model) + 1, int(model.config.hidden_size)), float("nan"))
+    answers = generate(model, prompts, max_new_tokens=max_new_tokens, interventions=[LastTokenReader(n_layers(model), acts)],
+                       desc=desc)
+    if torch.isnan(acts).any():
+        raise RuntimeError("the generation pass did not reach every layer at the last prompt token")
+    if not cacheable:
+        return answers, acts
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = acts_path.with_suffix(".tmp-safetensors")
+    save_file({"last_token": acts.contiguous()}, str(tmp))
+    tmp.replace(acts_path)
+    atomic_write_json(answers_path, answers)
+    return answers, acts

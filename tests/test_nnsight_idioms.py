@@ -249,3 +249,42 @@ def test_lens_plots_return_figures(tiny):
     assert isinstance(fig2, matplotlib.figure.Figure)
     fig2.canvas.draw()  # labels with '$' and newlines must render
     matplotlib.pyplot.close("all")
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")
+def test_reading_the_prefill_during_generation_matches_hooks(tiny, tmp_cache, monkeypatch):
+    """generate_reading_last_token: the answers are generate()'s, and the activations are those
+    a plain forward hook sees at every layer's last prompt position, with steering active too."""
+    from personalab.prompting import chat_prompt, generate, generate_reading_last_token
+    from personalab.steering import steer
+    from personalab.vectors import PersonaVector
+
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "0")  # exact comparison in float32
+    texts = [chat_prompt(tiny.tokenizer, q, s) for q in ("Hi?", "Why is the sky blue today?")
+             for s in ("Be a pirate.", "You are a helpful and patient assistant.")]
+    hf = tiny._module
+    modules = [hf.model.embed_tokens, *hf.model.layers]
+    answers, acts = generate_reading_last_token(tiny, texts, max_new_tokens=5)
+    seen, _, _ = hook_outputs(tiny, texts, modules)
+    torch.testing.assert_close(acts, torch.stack([h[:, -1] for h in seen], dim=1), atol=ATOL, rtol=0)
+    assert answers == generate(tiny, texts, max_new_tokens=5, cache=False)
+    again = generate_reading_last_token(tiny, texts, max_new_tokens=5)  # served from the cache
+    assert again[0] == answers and torch.equal(again[1], acts)
+    for entry in (tmp_cache / "generations_with_last_token").glob("*.safetensors"):
+        entry.write_bytes(b"truncated")  # an unreadable entry is rebuilt, not returned
+    assert torch.equal(generate_reading_last_token(tiny, texts, max_new_tokens=5)[1], acts)
+
+    torch.manual_seed(2)
+    vec = PersonaVector(torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
+                                                 trait="toy", method="test", residual_norm=[2.0] * 5))
+    with steer(tiny, vec, 2, 3.0) as s:
+        steered_answers, steered = generate_reading_last_token(tiny, texts, max_new_tokens=5)
+        delta = s.deltas[2]
+    edit = hf.model.layers[1].register_forward_hook(lambda m, i, o: o + delta if torch.is_tensor(o) else (o[0] + delta, *o[1:]))
+    try:  # the edit is registered first, so the recorded output of block 2 is the steered one
+        seen, _, _ = hook_outputs(tiny, texts, modules)
+    finally:
+        edit.remove()
+    torch.testing.assert_close(steered, torch.stack([h[:, -1] for h in seen], dim=1), atol=ATOL, rtol=0)
+    assert not torch.allclose(steered[:, 3], acts[:, 3])  # layers after the steered one moved
+    assert torch.equal(generate_reading_last_token(tiny, texts, max_new_tokens=5)[1], acts)  # not the steered entry

@@ -451,8 +451,15 @@ def test_neutral_kl_names_the_reference_it_needs(tiny):
 # -- fine-tuning, data filtering and results: the edges audited last ---------------------------
 
 def test_training_steering_and_fine_tuning_inputs_fail_clearly(tiny, tmp_cache):
-    from personalab.finetune import Example, LoraSettings, TrainingSteering, finetune, heldout_loss, load_dataset
-    from personalab.finetune import profile_settings
+    from personalab.finetune import (
+        Example,
+        LoraSettings,
+        TrainingSteering,
+        finetune,
+        heldout_loss,
+        load_dataset,
+        profile_settings,
+    )
 
     vec = _vec(tiny)
     with pytest.raises(IndexError, match="layer 99 is out of range"):
