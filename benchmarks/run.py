@@ -284,6 +284,10 @@ def main() -> None:
     flat.update(bench_matmul())
     flat.update(bench_roofline(model, flat["perf.generate_tokens_per_s"]["batch_64"], flat["perf.matmul_gflops"]))
     flat.update(bench_bf16(model))
+    # the default path where the CPU has bfloat16 (autocast) against the bfloat16 matmul limit
+    bf16_limit = flat["perf.matmul_gflops"]["bfloat16"]["threads_1"]["batch_64"] * 1e9
+    flat["perf.generate_roofline_fraction_autocast"] = (flat["perf.bf16.tokens_per_s"]["autocast"] * 2
+                                                        * flat["perf.model_parameters"] / bf16_limit)
     flat.update(bench_bf16_scoring(model))
     flat.update(bench_bf16_vectors(model))
     flat.update(bench_extract_100(model))
