@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -357,6 +357,32 @@ def _peft_model(model, settings: LoraSettings):
         lora_dropout=0.0, bias="none"))
 
 
+def training_loop(net, batches: Iterable[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
+                  steering: TrainingSteering | None = None, *, bf16: bool = False,
+                  on_step: Callable[[float], None] | None = None) -> list[float]:
+    """The (preventative) training loop: with ``steering``'s hook on its block for the whole
+    loop, one optimiser step per batch on the answer-token loss; the hook is removed
+    afterwards even when a step fails, so the trained model runs without it. Returns the
+    losses. ``bf16`` runs the forward pass (only) in bfloat16 autocast. Chapter 5's
+    exercise asks for this function."""
+    handle = steering.install(net) if steering is not None else None
+    losses: list[float] = []
+    try:
+        for batch in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = answer_loss(net, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if on_step is not None:
+                on_step(losses[-1])
+    finally:
+        if handle is not None:
+            handle.remove()
+    return losses
+
+
 @staged("lora_training")
 def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc: str, *, bf16: bool = False):
     """LoRA steps on random batches of ``batch``; each batch is cut to its longest row (right
@@ -373,29 +399,25 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
     order = torch.Generator().manual_seed(settings.seed)
     n = batch["input_ids"].shape[0]
     perm, pos, losses = torch.randperm(n, generator=order), 0, []
-    handle = steering.install(net) if steering else None
     before = torch.get_num_threads()
     set_threads(settings.threads or before)
-    try:
-        bar = tqdm(range(settings.steps), desc=desc, disable=not progress, leave=False)
-        for _ in bar:
+
+    def batches() -> Iterator[dict[str, torch.Tensor]]:
+        nonlocal perm, pos
+        for _ in range(settings.steps):
             if pos + settings.batch_size > n:
                 perm, pos = torch.randperm(n, generator=order), 0
-            idx = perm[pos:pos + settings.batch_size]
+            rows = {k: v[perm[pos:pos + settings.batch_size]] for k, v in batch.items()}
             pos += settings.batch_size
-            rows = {k: v[idx] for k, v in batch.items()}
             width = int(rows["attention_mask"].sum(1).max())
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = answer_loss(net, {k: v[:, :width] for k, v in rows.items()})
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            yield {k: v[:, :width] for k, v in rows.items()}
+
+    try:
+        bar = tqdm(batches(), total=settings.steps, desc=desc, disable=not progress, leave=False)
+        losses = training_loop(net, bar, opt, steering, bf16=bf16,
+                               on_step=lambda loss: bar.set_postfix(loss=f"{loss:.3f}"))
     finally:
         set_threads(before)
-        if handle is not None:
-            handle.remove()
     net.eval()
     net.personalab_losses = losses
     return net
@@ -470,7 +492,7 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
             max_new_tokens: int = 40, capability: bool = True, cache: bool = True) -> dict:
     """What a (fine-tuned) model does on the trait's evaluation questions, no system prompt.
 
-    Returns ``trait`` (mean judged score), ``coherence``, ``repetition``,
+    Returns ``trait`` (mean judged score; ``trait_scores`` per question), ``coherence``, ``repetition``,
     ``projection_prompt`` (last prompt token on the unit vector at ``layer``),
     ``projection_response`` (mean over the answer's tokens), the mean activations behind
     them (``mean_activation_prompt``/``_response``, ``[d]`` lists, for ``shift_null``),
@@ -491,7 +513,7 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
     key = stable_hash({"model": model_id(model), "trait": trait.to_json(), "questions": questions, "layer": layer,
                        "vector": vector.vectors[layer].tolist(), "judge": type(judge).__name__,
                        "max_new_tokens": max_new_tokens,
-                       "steering": [h.cache_key() for h in hooks], "precision": precision_key(model), "version": 2})
+                       "steering": [h.cache_key() for h in hooks], "precision": precision_key(model), "version": 3})
     path = writable_cache_root() / "measure" / f"{key}.json"
     cacheable = cache and all(h.cache_key() is not None for h in hooks)
     result = None
@@ -527,6 +549,7 @@ def _measure(model, trait, vector, judge, layer, questions, max_new_tokens) -> d
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {
         "trait": mean([s.trait for s in scores if s.trait is not None]),
+        "trait_scores": [float("nan") if s.trait is None else float(s.trait) for s in scores],  # per question
         "coherence": mean([s.coherence for s in scores if s.coherence is not None]),
         "repetition": mean([repetition_rate(a) for a in answers]),
         "projection_prompt": project(at_prompt, vector.at(layer)).mean().item(),
@@ -543,6 +566,28 @@ def shift_removed(base: float, plain: float, preventative: float) -> float:
     if plain == base:
         return float("nan")
     return 1.0 - (preventative - base) / (plain - base)
+
+
+def shift_removed_ci(base: Sequence[float], plain: Sequence[float], preventative: Sequence[float], *,
+                     n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95 % interval of ``shift_removed`` over questions.
+
+    The three lists are per-question judged trait scores of the base, plainly fine-tuned and
+    preventatively fine-tuned models on the same questions (``measure(...)["trait_scores"]``);
+    a resample draws questions, keeping each question's three scores together. Resamples
+    where plain fine-tuning moved nothing (the share is undefined) are dropped.
+    """
+    from personalab.stats import bootstrap_ci
+
+    same_length(base, plain, "base scores", "plain scores")
+    same_length(base, preventative, "base scores", "preventative scores")
+    cols = [torch.tensor([float(v) for v in xs], dtype=torch.float64) for xs in (base, plain, preventative)]
+
+    def share(draw: list[int]) -> float:
+        b, p, q = (c[draw].nanmean().item() for c in cols)
+        return shift_removed(b, p, q)
+
+    return bootstrap_ci(share, len(cols[0]), n_boot=n_boot, seed=seed)
 
 
 def shift_null(deltas: Sequence[torch.Tensor], d_trait: Sequence[float], traits: Sequence[str],

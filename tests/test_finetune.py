@@ -273,3 +273,18 @@ def test_training_and_loading_raise_no_deprecation_warnings(tiny, tmp_cache):
         warnings.simplefilter("error", FutureWarning)
         finetune(tiny, EXAMPLES, FAST, progress=False)
         assert finetune(tiny, EXAMPLES, FAST, progress=False).from_cache
+
+
+def test_shift_removed_ci_brackets_the_point_estimate_and_resamples_questions():
+    from personalab.finetune import shift_removed, shift_removed_ci
+
+    base = [10.0, 12.0, 8.0, 11.0, 9.0, 10.0]
+    plain = [60.0, 40.0, 70.0, 55.0, 50.0, 65.0]
+    prevent = [20.0, 15.0, 30.0, 12.0, 25.0, 18.0]
+    point = shift_removed(sum(base) / 6, sum(plain) / 6, sum(prevent) / 6)
+    lo, hi = shift_removed_ci(base, plain, prevent, n_boot=500)
+    assert lo <= point <= hi and 0.5 < lo < hi < 1.0
+    noisy = shift_removed_ci(base, [12.0, 9.0, 30.0, 10.0, 8.0, 11.0], prevent, n_boot=500)
+    assert noisy[1] - noisy[0] > hi - lo  # plain fine-tuning barely moved: the share is ill-determined
+    with pytest.raises(ValueError, match="pair up"):
+        shift_removed_ci(base, plain[:5], prevent)
