@@ -45,3 +45,82 @@ def test_persona_vector_check():
     check_persona_vector(lambda p, n: p.mean(0) - n.mean(0))
     with pytest.raises(ExerciseFailed):
         check_persona_vector(lambda p, n: (p - n.mean(0)).sum(0))
+
+
+def _keep_pairs(pt, nt, pc, nc, pos_min=50, neg_max=50, coherence_min=50, *, pos_ge=True, neg_lt=True,
+                neg_coherence=True, none_passes=False, use_kwargs=True):
+    """The pair filter, with switches that turn it into the plausible wrong answers."""
+    if not use_kwargs:
+        pos_min = neg_max = coherence_min = 50
+
+    def ok(x, test):
+        return none_passes if x is None else test(x)
+
+    keep = []
+    for k in range(len(pt)):
+        pos_ok = ok(pt[k], (lambda v: v >= pos_min) if pos_ge else (lambda v: v > pos_min))
+        neg_ok = ok(nt[k], (lambda v: v < neg_max) if neg_lt else (lambda v: v <= neg_max))
+        coh_ok = ok(pc[k], lambda v: v >= coherence_min) and (not neg_coherence or ok(nc[k], lambda v: v >= coherence_min))
+        if pos_ok and neg_ok and coh_ok:
+            keep.append(k)
+    return keep
+
+
+def test_pair_filter_check_rejects_threshold_none_and_argument_slips():
+    from functools import partial
+
+    from personalab.checks import check_pair_filter
+
+    check_pair_filter(_keep_pairs)
+    for wrong in ({"pos_ge": False}, {"neg_lt": False}, {"neg_coherence": False}, {"none_passes": True},
+                  {"use_kwargs": False}):
+        with pytest.raises(ExerciseFailed):
+            check_pair_filter(partial(_keep_pairs, **wrong))
+
+    def crashes_on_none(pt, nt, pc, nc, pos_min=50, neg_max=50, coherence_min=50):
+        return [k for k in range(len(pt)) if pt[k] >= pos_min and nt[k] < neg_max and pc[k] >= coherence_min
+                and nc[k] >= coherence_min]
+
+    with pytest.raises(ExerciseFailed, match="None"):
+        check_pair_filter(crashes_on_none)
+
+
+def test_choose_layer_check_rejects_band_nan_and_offset_slips():
+    import torch
+
+    from personalab.checks import check_choose_layer
+    from personalab.vectors import choose_layer
+
+    def reference(sep, lo_frac=0.3, hi_frac=0.6):
+        return choose_layer({"separation": sep}, lo_frac, hi_frac)
+
+    def band(sep, lo_frac, hi_frac):
+        n = sep.shape[0] - 1
+        return max(1, round(lo_frac * n)), max(1, round(hi_frac * n))
+
+    def whole_range(sep, lo_frac=0.3, hi_frac=0.6):
+        return int(torch.argmax(sep.nan_to_num(-1.0)))
+
+    def index_in_band(sep, lo_frac=0.3, hi_frac=0.6):
+        lo, hi = band(sep, lo_frac, hi_frac)
+        return int(torch.argmax(sep[lo:hi + 1].nan_to_num(-1.0)))
+
+    def hi_excluded(sep, lo_frac=0.3, hi_frac=0.6):
+        lo, hi = band(sep, lo_frac, hi_frac)
+        return lo + int(torch.argmax(sep[lo:hi].nan_to_num(-1.0)))
+
+    def nan_wins(sep, lo_frac=0.3, hi_frac=0.6):
+        lo, hi = band(sep, lo_frac, hi_frac)
+        return lo + int(torch.argmax(sep[lo:hi + 1]))
+
+    def default_band(sep, lo_frac=0.3, hi_frac=0.6):
+        return reference(sep)
+
+    check_choose_layer(reference)
+    for wrong in (whole_range, index_in_band, hi_excluded, nan_wins, default_band):
+        with pytest.raises(ExerciseFailed):
+            check_choose_layer(wrong)
+    with pytest.raises(ExerciseFailed, match="position inside the band"):
+        check_choose_layer(index_in_band)
+    with pytest.raises(ExerciseFailed, match="NaN"):
+        check_choose_layer(nan_wins)

@@ -51,3 +51,47 @@ def test_projection_difference_check():
         check_projection_difference(lambda d, b, v: -ref(d, b, v))
     with pytest.raises(ExerciseFailed, match="unit direction"):
         check_projection_difference(lambda d, b, v: (d - b) @ v)
+
+
+def _loop(net, batches, optimizer, steering, *, install=True, remove=True, use_finally=True, zero_grad=True,
+          step=True):
+    """The training loop, with switches that turn it into plausible wrong answers."""
+    from personalab.finetune import answer_loss
+
+    handle = steering.install(net) if install else None
+    losses = []
+
+    def body():
+        for batch in batches:
+            loss = answer_loss(net, batch)
+            loss.backward()
+            if step:
+                optimizer.step()
+            if zero_grad:
+                optimizer.zero_grad()
+            losses.append(loss.item())
+
+    if use_finally:
+        try:
+            body()
+        finally:
+            if handle is not None and remove:
+                handle.remove()
+    else:
+        body()
+        if handle is not None and remove:
+            handle.remove()
+    return losses
+
+
+def test_training_loop_check_rejects_hook_and_optimiser_slips():
+    from functools import partial
+
+    from personalab.checks.ch5 import check_training_loop
+
+    check_training_loop(_loop)
+    expected = {"install": "unsteered", "remove": "still on the block", "use_finally": "raises",
+                "zero_grad": "zero_grad", "step": "optimizer"}
+    for switch, message in expected.items():
+        with pytest.raises(ExerciseFailed, match=message):
+            check_training_loop(partial(_loop, **{switch: False}))

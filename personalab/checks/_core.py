@@ -24,3 +24,13 @@ def assert_close(got, want, what: str, atol: float = 1e-4, rtol: float = 1e-4) -
 
 def passed(name: str) -> None:
     print(f"✔ {name}: passed")
+
+
+def call(fn, *args, **kwargs):
+    """Run the learner's function; an exception becomes an ExerciseFailed that names it."""
+    try:
+        return fn(*args, **kwargs)
+    except ExerciseFailed:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the learner's code raised is the feedback
+        raise ExerciseFailed(f"your function raised {type(err).__name__}: {err}") from None

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from personalab.checks._core import ExerciseFailed, passed
+from personalab.checks._core import ExerciseFailed, call, passed
 
 
 def _lively_tiny_model():
@@ -71,3 +71,48 @@ def check_steering_intervention(fn, model=None) -> None:
                              f"{want.tolist()}. Remember: layer i is the output of block i, i.e. "
                              "model.model.layers[i - 1].output")
     passed("steering intervention")
+
+
+# -- Exercise 3.2: the coherence rule on a coefficient curve ------------------------------------
+
+def _row(coef: float, trait: float, coherence: float, repetition: float) -> dict:
+    return {"coef": coef, "trait": trait, "coherence": coherence, "repetition": repetition}
+
+
+# one layer's curve each; rows deliberately out of order in the first
+_CURVES = [
+    [_row(0.4, 88, 30, 0.30), _row(0.0, 20, 90, 0.00), _row(0.2, 55, 70, 0.05), _row(0.1, 35, 85, 0.02),
+     _row(0.3, 75, 50, 0.10)],  # coherence exactly 50 and repetition exactly 0.1 still pass
+    [_row(0.0, 30, 80, 0.0), _row(0.1, 45, 75, 0.0), _row(0.2, 60, 70, 0.15), _row(0.3, 90, 65, 0.05)],
+    # 0.2 breaks the rule (repetition); 0.3 passes again but lies beyond the coherent range
+    [_row(-0.2, 60, 90, 0.0), _row(0.0, 40, 85, 0.0), _row(0.1, 38, 60, 0.0), _row(0.2, 70, 45, 0.0)],
+    # a negative coefficient is not part of the range (its trait is higher); 0.1 lowers the trait, so 0 stays best
+]
+
+
+def check_coherent_best(fn) -> None:
+    """``fn(rows, min_coherence=50, max_repetition=0.1) -> (best_coef, gain)`` for one layer's
+    coefficient curve: the coherent range runs from coefficient 0 up to (not past) the first
+    coefficient whose answers break the rule (coherence >= min, repetition <= max);
+    ``best_coef`` is its coefficient with the largest judged trait, ``gain`` that trait minus
+    the trait at coefficient 0 (as ``steering.curve_summary``)."""
+    from personalab.steering import curve_summary
+
+    runs = [(c, {}) for c in _CURVES] + [(_CURVES[0], {"min_coherence": 80, "max_repetition": 0.03})]
+    for rows, kw in runs:
+        ref = curve_summary([dict(r) for r in rows], **kw)
+        want = (ref["best_coef"], ref["gain"])
+        got = call(fn, [dict(r) for r in rows], **kw)
+        if got is None:
+            raise ExerciseFailed("your function returned None (did you forget `return`?)")
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise ExerciseFailed(f"return a pair (best_coef, gain), got {got!r}")
+        if abs(float(got[0]) - want[0]) < 1e-9 and abs(float(got[1]) - want[1]) < 1e-6:
+            continue
+        shown = [(r["coef"], r["trait"], r["coherence"], r["repetition"]) for r in sorted(rows, key=lambda r: r["coef"])]
+        raise ExerciseFailed(
+            f"for the curve (coef, trait, coherence, repetition) {shown}{' with ' + str(kw) if kw else ''}: "
+            f"expected (best_coef, gain) = {want}, got {tuple(got)}. Sort by coefficient, skip negative ones, "
+            "stop at the first coefficient that breaks the rule (thresholds included: >= and <=), and "
+            "measure the gain from the coefficient-0 row.")
+    passed("the coherence rule on a coefficient curve")
