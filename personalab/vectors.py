@@ -92,6 +92,43 @@ class PersonaVector:
             raise ValueError("this vector carries no residual_norm metadata: use coef_mode='raw'")
         return float(norms[layer])
 
+    # -- arithmetic (as repeng's control vectors): combine traits, scale, compare ----------
+    def _compatible(self, other: object) -> PersonaVector:
+        if not isinstance(other, PersonaVector):
+            raise TypeError(f"can only combine a PersonaVector with another PersonaVector, got {type(other).__name__}")
+        if other.vectors.shape != self.vectors.shape or other.meta.get("model_id") != self.meta.get("model_id"):
+            raise VectorMismatchError(
+                f"cannot combine the {self.trait!r} vector ({self.meta.get('model_id')}, {tuple(self.vectors.shape)}) "
+                f"with the {other.trait!r} vector ({other.meta.get('model_id')}, {tuple(other.vectors.shape)}): "
+                "both must come from the same model")
+        return other
+
+    def _derived(self, vectors: torch.Tensor, trait: str) -> PersonaVector:
+        """A new vector with this one's model metadata (residual norms, layers) and a new trait label."""
+        return PersonaVector(vectors, {**self.meta, "trait": trait, "method": "arithmetic"})
+
+    def __add__(self, other: PersonaVector) -> PersonaVector:
+        other = self._compatible(other)
+        return self._derived(self.vectors + other.vectors, f"{self.trait}+{other.trait}")
+
+    def __sub__(self, other: PersonaVector) -> PersonaVector:
+        other = self._compatible(other)
+        return self._derived(self.vectors - other.vectors, f"{self.trait}-{other.trait}")
+
+    def __mul__(self, factor: float) -> PersonaVector:
+        factor = finite_real(factor, "factor")
+        return self._derived(factor * self.vectors, f"{factor:g}*{self.trait}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> PersonaVector:
+        return self._derived(-self.vectors, f"-{self.trait}")
+
+    def cosine(self, other: PersonaVector, layer: int) -> float:
+        """Cosine similarity of the two directions at ``layer`` (1 = same direction)."""
+        other = self._compatible(other)
+        return float(torch.nn.functional.cosine_similarity(self.at(layer)[None], other.at(layer)[None]).item())
+
     def to_gguf(self, path: str | Path, layers: int | list[int], coef: float, *, coef_mode: str = "norm") -> Path:
         """Write this vector as a llama.cpp control vector (see ``personalab.export.to_gguf``)."""
         from personalab.export import to_gguf  # export sits above the vector maths; it only needs the shift

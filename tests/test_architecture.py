@@ -6,6 +6,8 @@ imports alike) has no cycle. A new module must be placed here before its tests p
 """
 
 import ast
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "personalab"
@@ -96,3 +98,37 @@ def test_no_import_cycle():
         if node not in state:
             visit(node, [])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_top_level_api_resolves_lazily_and_stays_light():
+    """Every public name resolves to the object its module defines; importing the package
+    pulls in none of the heavy floors (peft, sklearn, the judges)."""
+    import importlib
+    import subprocess
+    import sys
+
+    import personalab as pl
+
+    for name in pl.__all__:
+        assert getattr(pl, name) is not None, name
+    assert pl.PersonaVector is importlib.import_module("personalab.vectors").PersonaVector
+    assert pl.load_trait is importlib.import_module("personalab.traits").load
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pl.nope  # noqa: B018
+    code = "import sys, personalab; print(sorted(m for m in ('peft', 'sklearn', 'personalab.judges') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
+
+
+def test_library_modules_use_only_ground_floor_names_from_the_package_root():
+    """``pl.<name>`` inside the library must not reach a lazily exported (higher) module."""
+    import re
+
+    import personalab as pl
+
+    lazy = set(pl._LAZY)
+    for path in ROOT.rglob("*.py"):
+        if path.name == "__init__.py" and path.parent == ROOT:
+            continue
+        used = set(re.findall(r"\bpl\.([A-Za-z_]+)", path.read_text()))
+        assert not used & lazy, f"{path.relative_to(ROOT)} uses {sorted(used & lazy)} through the package root"

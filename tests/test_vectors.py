@@ -100,3 +100,26 @@ def test_heldout_separation_refuses_too_few_pairs():
 
     with pytest.raises(ValueError, match=f"at least {MIN_HELDOUT_PAIRS} pairs"):
         heldout_separation(*_paired(MIN_HELDOUT_PAIRS - 1, 3.0), 1)
+
+
+def test_vector_arithmetic_combines_scales_and_compares_vectors_of_one_model():
+    import pytest
+
+    from personalab.vectors import PersonaVector, VectorMismatchError
+
+    meta = dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64, method="test", residual_norm=[2.0] * 5)
+    torch.manual_seed(0)
+    a = PersonaVector(torch.randn(5, 64), {**meta, "trait": "a"})
+    b = PersonaVector(torch.randn(5, 64), {**meta, "trait": "b"})
+    assert torch.equal((a + b).vectors, a.vectors + b.vectors) and (a + b).trait == "a+b"
+    assert torch.equal((a - b).vectors, a.vectors - b.vectors)
+    assert torch.equal((0.5 * a).vectors, 0.5 * a.vectors) and torch.equal((a * 2).vectors, 2 * a.vectors)
+    assert torch.equal((-a).vectors, -a.vectors) and (-a).residual_norm(2) == 2.0
+    assert a.cosine(a, 2) == pytest.approx(1.0) and a.cosine(-a, 2) == pytest.approx(-1.0)
+    other = PersonaVector(torch.randn(5, 64), {**meta, "trait": "c", "model_id": "another-model"})
+    with pytest.raises(VectorMismatchError, match="same model"):
+        a + other  # noqa: B018
+    with pytest.raises(TypeError, match="another PersonaVector"):
+        a + 1  # noqa: B018
+    with pytest.raises(ValueError, match="finite"):
+        a * float("nan")  # noqa: B018
