@@ -28,7 +28,8 @@ $(STAMP): $(LOCK) pyproject.toml | $(BIN)/python
 	touch $@
 
 lint: setup
-	$(BIN)/ruff check personalab tests benchmarks
+	$(BIN)/ruff check personalab tests benchmarks scripts
+	$(BIN)/ruff format --check personalab tests benchmarks scripts
 
 unit: setup
 	$(BIN)/pytest -q tests --ignore=tests/test_book_html.py

@@ -77,7 +77,11 @@ def bench_extract_vs_hook(model, layer: int = 15, n: int = 32) -> dict:
     assert torch.allclose(with_nnsight(), with_hook(), atol=1e-4)
     t_nn = timed(with_nnsight, repeats=5)
     t_hook = timed(with_hook, repeats=5)
-    return {"perf.extract_nnsight_vs_hook": t_nn / t_hook, "perf.extract_nnsight_s": t_nn, "perf.extract_hook_s": t_hook}
+    return {
+        "perf.extract_nnsight_vs_hook": t_nn / t_hook,
+        "perf.extract_nnsight_s": t_nn,
+        "perf.extract_hook_s": t_hook,
+    }
 
 
 class StopForward(Exception):
@@ -89,8 +93,11 @@ def bench_generate(model) -> dict:
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS]
     out = {}
     for bs, n in ((1, 4), (16, 32), (32, 64), (64, 64)):  # larger batches: is batch 16 leaving speed unused?
-        t = timed(lambda n=n, bs=bs: generate(model, prompts[:n], max_new_tokens=48, batch_size=bs, cache=False,
-                                              progress=False))
+        t = timed(
+            lambda n=n, bs=bs: generate(
+                model, prompts[:n], max_new_tokens=48, batch_size=bs, cache=False, progress=False
+            )
+        )
         out[f"batch_{bs}"] = n * 48 / t
     return {"perf.generate_tokens_per_s": out}
 
@@ -117,9 +124,17 @@ def bench_steer_and_monitor(model, n: int = 16, tokens: int = 48) -> dict:
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS[:n]]
     L, d = model.config.num_hidden_layers, model.config.hidden_size
     gen = _torch.Generator().manual_seed(0)
-    vec = PersonaVector(_torch.randn(L + 1, d, generator=gen),
-                        dict(model_id=pl.models.model_id(model), n_layers=L, d_model=d, trait="bench", method="random",
-                             residual_norm=[100.0] * (L + 1)))
+    vec = PersonaVector(
+        _torch.randn(L + 1, d, generator=gen),
+        dict(
+            model_id=pl.models.model_id(model),
+            n_layers=L,
+            d_model=d,
+            trait="bench",
+            method="random",
+            residual_norm=[100.0] * (L + 1),
+        ),
+    )
     sampling = {"do_sample": False, "min_new_tokens": tokens}
 
     def plain():
@@ -135,8 +150,11 @@ def bench_steer_and_monitor(model, n: int = 16, tokens: int = 48) -> dict:
         monitor.generate(prompts, max_new_tokens=tokens, sampling=sampling)
 
     t_plain, t_steer, t_mon = (timed(f, repeats=3) for f in (plain, steered, monitored))
-    return {"perf.steer_vs_plain_generate": t_steer / t_plain, "perf.monitor_vs_plain_generate": t_mon / t_plain,
-            "perf.plain_generate_16x48_s": t_plain}
+    return {
+        "perf.steer_vs_plain_generate": t_steer / t_plain,
+        "perf.monitor_vs_plain_generate": t_mon / t_plain,
+        "perf.plain_generate_16x48_s": t_plain,
+    }
 
 
 def bench_matmul() -> dict:
@@ -155,8 +173,9 @@ def bench_matmul() -> dict:
                 reps = max(20, 20000 // batch)
                 t = timed(lambda x=x, w=w, reps=reps: [x @ w for _ in range(reps)], repeats=3)
                 name = str(dtype).removeprefix("torch.")
-                out.setdefault(name, {}).setdefault(f"threads_{threads}", {})[f"batch_{batch}"] = \
+                out.setdefault(name, {}).setdefault(f"threads_{threads}", {})[f"batch_{batch}"] = (
                     2 * batch * 576 * 1536 * reps / t / 1e9
+                )
     torch.set_num_threads(before)
     return {"perf.matmul_gflops": out}
 
@@ -178,8 +197,11 @@ def bench_bf16(model, n: int = 64, tokens: int = 32) -> dict:
 
     prompts = [chat_prompt(model.tokenizer, q) for q in QUESTIONS[:n]]
     answers, speed = {}, {}
-    for name, flag, dtype in (("float32", "0", torch.float32), ("autocast", "1", torch.float32),
-                              ("bfloat16", "0", torch.bfloat16)):
+    for name, flag, dtype in (
+        ("float32", "0", torch.float32),
+        ("autocast", "1", torch.float32),
+        ("bfloat16", "0", torch.bfloat16),
+    ):
         os.environ["PERSONALAB_BF16_GENERATION"] = flag
         model._module.to(dtype)
         start = time.perf_counter()
@@ -193,23 +215,29 @@ def bench_bf16(model, n: int = 64, tokens: int = 32) -> dict:
         out[f"perf.bf16.{name}"] = {
             "speedup": speed[name] / speed["float32"],
             "same_answer": sum(x == y for x, y in zip(a, b, strict=True)) / n,
-            "same_first_5_words": sum(x.split()[:5] == y.split()[:5] for x, y in zip(a, b, strict=True)) / n}
+            "same_first_5_words": sum(x.split()[:5] == y.split()[:5] for x, y in zip(a, b, strict=True)) / n,
+        }
     # Does the precision change what the book measures? pirate's 8 graded prompts x 5 questions, judged.
     pirate, judge = traits.load("pirate"), EmbeddingJudge(model)
-    graded = [chat_prompt(model.tokenizer, q, pirate.graded_prompts[lev])
-              for lev in range(len(pirate.graded_prompts)) for q in pirate.evaluation_questions[:5]]
+    graded = [
+        chat_prompt(model.tokenizer, q, pirate.graded_prompts[lev])
+        for lev in range(len(pirate.graded_prompts))
+        for q in pirate.evaluation_questions[:5]
+    ]
     scores = {}
     for name, flag in (("float32", "0"), ("autocast", "1")):
         os.environ["PERSONALAB_BF16_GENERATION"] = flag
         ans = generate(model, graded, max_new_tokens=48, cache=False, progress=False)
         scores[name] = [float(x) for x in judge.trait_scores(pirate, ans)]
     os.environ["PERSONALAB_BF16_GENERATION"] = "0"
-    per_level = {k: [sum(v[i:i + 5]) / 5 for i in range(0, len(v), 5)] for k, v in scores.items()}
+    per_level = {k: [sum(v[i : i + 5]) / 5 for i in range(0, len(v), 5)] for k, v in scores.items()}
     out["perf.bf16.autocast_pirate_graded"] = {
         "mean_trait": {k: sum(v) / len(v) for k, v in scores.items()},
         "per_level_mean_trait": per_level,
         "r_per_sample": pearson_r(scores["float32"], scores["autocast"]),
-        "r_per_level": pearson_r(per_level["float32"], per_level["autocast"]), "n": len(graded)}
+        "r_per_level": pearson_r(per_level["float32"], per_level["autocast"]),
+        "n": len(graded),
+    }
     return out
 
 
@@ -229,9 +257,12 @@ def bench_bf16_vectors(model, names: tuple[str, ...] = ("pirate", "sad")) -> dic
             vecs[label] = persona_vector(model, name)
         a, b = vecs["float32"].vectors.float(), vecs["autocast"].vectors.float()
         cos = torch.nn.functional.cosine_similarity(a[1:], b[1:], dim=-1).tolist()  # layers 1..L
-        out[name] = {"default_layer": {k: v.default_layer for k, v in vecs.items()},
-                     "cosine_at_default_layer": cos[vecs["float32"].default_layer - 1],
-                     "cosine_min_layers_5_to_25": min(cos[4:25]), "cosine_per_layer": cos}
+        out[name] = {
+            "default_layer": {k: v.default_layer for k, v in vecs.items()},
+            "cosine_at_default_layer": cos[vecs["float32"].default_layer - 1],
+            "cosine_min_layers_5_to_25": min(cos[4:25]),
+            "cosine_per_layer": cos,
+        }
     os.environ["PERSONALAB_BF16_GENERATION"] = "0"
     return {"perf.bf16.vectors": out}
 
@@ -255,8 +286,13 @@ def bench_bf16_scoring(model) -> dict:
         out[name] = {"capability": acc, "capability_s": t_cap, "logprob_64_s": time.perf_counter() - t, "lp": lp}
     os.environ.pop("PERSONALAB_BF16_SCORING")
     drift = max(abs(a - b) for a, b in zip(out["float32"].pop("lp"), out["bfloat16"].pop("lp"), strict=True))
-    return {"perf.bf16_scoring": {**out, "max_logprob_difference": drift,
-                                  "capability_speedup": out["float32"]["capability_s"] / out["bfloat16"]["capability_s"]}}
+    return {
+        "perf.bf16_scoring": {
+            **out,
+            "max_logprob_difference": drift,
+            "capability_speedup": out["float32"]["capability_s"] / out["bfloat16"]["capability_s"],
+        }
+    }
 
 
 def merged_science() -> dict:
@@ -286,16 +322,16 @@ def main() -> None:
     flat.update(bench_bf16(model))
     # the default path where the CPU has bfloat16 (autocast) against the bfloat16 matmul limit
     bf16_limit = flat["perf.matmul_gflops"]["bfloat16"]["threads_1"]["batch_64"] * 1e9
-    flat["perf.generate_roofline_fraction_autocast"] = (flat["perf.bf16.tokens_per_s"]["autocast"] * 2
-                                                        * flat["perf.model_parameters"] / bf16_limit)
+    flat["perf.generate_roofline_fraction_autocast"] = (
+        flat["perf.bf16.tokens_per_s"]["autocast"] * 2 * flat["perf.model_parameters"] / bf16_limit
+    )
     flat.update(bench_bf16_scoring(model))
     flat.update(bench_bf16_vectors(model))
     flat.update(bench_extract_100(model))
     flat.update(bench_steer_and_monitor(model))
     science = merged_science()
     if not science:
-        print("note: no chapter results found in build/results: run `make test` or `make book` first",
-              file=sys.stderr)
+        print("note: no chapter results found in build/results: run `make test` or `make book` first", file=sys.stderr)
     flat.update(science)
     flat["meta.threads"] = torch.get_num_threads()
     flat["meta.measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -40,8 +40,15 @@ def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None)
     return torch.stack([h.detach() for h in saved], dim=1)
 
 
-def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 8,
-                       upto: int | None = None, desc: str = "activations") -> dict[str, torch.Tensor]:
+def answer_activations(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 8,
+    upto: int | None = None,
+    desc: str = "activations",
+) -> dict[str, torch.Tensor]:
     """Per answer and layer: mean over response tokens, mean over prompt tokens, last prompt token.
 
     Returns ``{"response" | "prompt" | "last_prompt": [n, n_layers + 1, d_model]}`` and
@@ -65,19 +72,22 @@ def answer_activations(model, prompts: Sequence[str], answers: Sequence[str], *,
     order = sorted(range(len(prompts)), key=lambda i: n_total[i])
     rows: dict[int, dict[str, torch.Tensor]] = {}
     for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
         seq = hs.shape[2]
         for j, i in enumerate(idx):
-            h = hs[j, :, seq - n_total[i]:]  # [L+1, tokens, d] without padding
-            resp = h[:, n_prompt[i]:]
-            rows[i] = {"response": resp.mean(1), "prompt": h[:, :n_prompt[i]].mean(1),
-                       "last_prompt": h[:, n_prompt[i] - 1], "response_norm": resp.norm(dim=-1).mean(1)}
+            h = hs[j, :, seq - n_total[i] :]  # [L+1, tokens, d] without padding
+            resp = h[:, n_prompt[i] :]
+            rows[i] = {
+                "response": resp.mean(1),
+                "prompt": h[:, : n_prompt[i]].mean(1),
+                "last_prompt": h[:, n_prompt[i] - 1],
+                "response_norm": resp.norm(dim=-1).mean(1),
+            }
     return {k: torch.stack([rows[i][k] for i in range(len(prompts))]) for k in (*POOLINGS, "response_norm")}
 
 
-def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
-                     batch_size: int = 16) -> torch.Tensor:
+def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None, batch_size: int = 16) -> torch.Tensor:
     """The residual stream of each prompt's last token at layers ``0..upto`` (default: all):
     ``[n, upto + 1, d_model]``. Prompts of similar length share a batch (less padding); rows
     come back in the order given."""
@@ -89,7 +99,7 @@ def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None,
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     out = torch.empty(0)
     for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         last = residual_stream(model, [prompts[i] for i in idx], upto=upto)[:, :, -1]  # left-padded: -1 is last
         if out.numel() == 0:
             out = torch.empty(len(prompts), *last.shape[1:], dtype=last.dtype)

@@ -37,8 +37,11 @@ def stub_source(source: str) -> str:
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
             first = node.body[0]
-            has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
+            has_doc = (
+                isinstance(first, ast.Expr)
+                and isinstance(getattr(first, "value", None), ast.Constant)
                 and isinstance(first.value.value, str)
+            )
             head_end = first.end_lineno if has_doc else first.lineno - 1
             out.extend(lines[start:head_end])
             indent = " " * first.col_offset

@@ -92,8 +92,9 @@ def _pack(tok, prompt: str, choices: Sequence[str]) -> _Pack:
         positions += range(shared, len(full))
         blocks.append((start, len(ids)))
         # full[j - 1] predicts full[j]; it sits at j in the shared prefix, else in this choice's block
-        targets.append([(j - 1 if j - 1 < shared else start + j - 1 - shared, full[j])
-                        for j in range(max(n_prompt, 1), len(full))])
+        targets.append(
+            [(j - 1 if j - 1 < shared else start + j - 1 - shared, full[j]) for j in range(max(n_prompt, 1), len(full))]
+        )
     return _Pack(ids, positions, blocks, targets)
 
 
@@ -114,8 +115,9 @@ def _packed_batch(packs: Sequence[_Pack], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions}
 
 
-def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[str]],
-                    batch_size: int = 16) -> list[torch.Tensor]:
+def choice_logprobs(
+    model, prompts: Sequence[str], choices: Sequence[Sequence[str]], batch_size: int = 16
+) -> list[torch.Tensor]:
     """Total log-probability of each choice's tokens after its prompt.
 
     Each prompt and its choices share one row: the prompt runs once and every choice
@@ -136,7 +138,7 @@ def choice_logprobs(model, prompts: Sequence[str], choices: Sequence[Sequence[st
     order = sorted(range(len(packs)), key=lambda i: len(packs[i].ids))
     out: list[torch.Tensor] = [torch.empty(0)] * len(packs)
     for s in range(0, len(order), batch_size):
-        rows = order[s:s + batch_size]
+        rows = order[s : s + batch_size]
         batch = [packs[i] for i in rows]
         keep = sorted({q for p in batch for tgt in p.targets for q, _ in tgt})  # rows whose logits are needed
         logits = _scoring_logits(model, _packed_batch(batch, pad_id), torch.tensor(keep))  # [b, len(keep), vocab]
@@ -194,9 +196,15 @@ def neutral_kl(model, reference_logits: torch.Tensor | None = None) -> tuple[flo
     if reference_logits is None:
         return 0.0, logits
     if not isinstance(reference_logits, torch.Tensor) or reference_logits.shape != logits.shape:
-        got = tuple(reference_logits.shape) if isinstance(reference_logits, torch.Tensor) else type(reference_logits).__name__
-        raise ValueError(f"reference_logits must be the [batch, seq, vocab] = {tuple(logits.shape)} logits that "
-                         f"neutral_kl(model)[1] returned on this model, got {got}")
+        got = (
+            tuple(reference_logits.shape)
+            if isinstance(reference_logits, torch.Tensor)
+            else type(reference_logits).__name__
+        )
+        raise ValueError(
+            f"reference_logits must be the [batch, seq, vocab] = {tuple(logits.shape)} logits that "
+            f"neutral_kl(model)[1] returned on this model, got {got}"
+        )
     mask = model.tokenizer(list(NEUTRAL_TEXTS), return_tensors="pt", padding=True)["attention_mask"].bool()
     p = torch.log_softmax(reference_logits, -1)
     q = torch.log_softmax(logits, -1)

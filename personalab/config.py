@@ -66,12 +66,15 @@ def settings() -> Settings:
     for key, value in os.environ.items():
         if not key.startswith(PREFIX):
             continue
-        name = key[len(PREFIX):].lower()
+        name = key[len(PREFIX) :].lower()
         if name in fields:
             raw[name] = value
         else:
-            warnings.warn(f"{key} is not a personalab setting and is ignored; known: "
-                          f"{', '.join(PREFIX + f.upper() for f in sorted(fields))}", stacklevel=2)
+            warnings.warn(
+                f"{key} is not a personalab setting and is ignored; known: "
+                f"{', '.join(PREFIX + f.upper() for f in sorted(fields))}",
+                stacklevel=2,
+            )
     if raw.get("cache") == "":
         raw.pop("cache")
     try:
@@ -79,5 +82,6 @@ def settings() -> Settings:
     except ValidationError as err:
         bad = err.errors()[0]
         name = str(bad["loc"][0])
-        raise ConfigError(f"{PREFIX}{name.upper()}={raw.get(name)!r} is not valid: expected "
-                          f"{_EXPECTED.get(name, bad['msg'])}") from None
+        raise ConfigError(
+            f"{PREFIX}{name.upper()}={raw.get(name)!r} is not valid: expected {_EXPECTED.get(name, bad['msg'])}"
+        ) from None

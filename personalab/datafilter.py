@@ -42,7 +42,9 @@ def base_answers(model, examples: Sequence[Example], *, max_new_tokens: int = 40
 Probe = tuple[PersonaVector, int]  # a persona vector and the layer to read it at
 
 
-def answer_means(model, examples: Sequence[Example], answers: Sequence[str], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+def answer_means(
+    model, examples: Sequence[Example], answers: Sequence[str], layers: Sequence[int]
+) -> dict[int, torch.Tensor]:
     """Mean residual activation over each answer's tokens, at each of ``layers`` ({layer: [n, d]}).
 
     One pass through the model serves every layer: the forward stops after the deepest.
@@ -54,13 +56,15 @@ def answer_means(model, examples: Sequence[Example], answers: Sequence[str], lay
     same_length(examples, answers, "examples", "answers")
     layers = [check_layer(model, layer) for layer in layers]
     prompts = [chat_prompt(model.tokenizer, e.question) for e in examples]
-    acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers], upto=max(layers),
-                              desc="answer activations")
+    acts = answer_activations(
+        model, prompts, [a if a.strip() else " ." for a in answers], upto=max(layers), desc="answer activations"
+    )
     return {layer: acts["response"][:, layer] for layer in layers}
 
 
-def activation_differences(model, examples: Sequence[Example], layers: Sequence[int], *,
-                           reference: Sequence[str] | None = None) -> dict[int, torch.Tensor]:
+def activation_differences(
+    model, examples: Sequence[Example], layers: Sequence[int], *, reference: Sequence[str] | None = None
+) -> dict[int, torch.Tensor]:
     """Per sample: mean activation of the data's answer minus that of the model's own answer ({layer: [n, d]}).
 
     ``reference`` = the base model's answers to the same questions (``base_answers``);
@@ -78,8 +82,9 @@ def activation_differences(model, examples: Sequence[Example], layers: Sequence[
     return {layer: data[layer] - own[layer] for layer in data}
 
 
-def projection_differences(model, examples: Sequence[Example], probes: Mapping[str, Probe], *,
-                           reference: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def projection_differences(
+    model, examples: Sequence[Example], probes: Mapping[str, Probe], *, reference: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Per-sample projection difference ([n]) on each probe; ``.mean()`` is the dataset-level number.
 
     Scoring several vectors at once costs the same two passes (data answers, own answers)
@@ -89,19 +94,28 @@ def projection_differences(model, examples: Sequence[Example], probes: Mapping[s
         raise ValueError("projection_differences() needs at least one (vector, layer) probe")
     for vector, _ in probes.values():
         vector.check_model(model)
-    diffs = activation_differences(model, examples, sorted({layer for _, layer in probes.values()}),
-                                   reference=reference)
+    diffs = activation_differences(
+        model, examples, sorted({layer for _, layer in probes.values()}), reference=reference
+    )
     return {name: project(diffs[layer], vector.at(layer)) for name, (vector, layer) in probes.items()}
 
 
-def projection_difference(model, examples: Sequence[Example], vector: PersonaVector, layer: int, *,
-                          reference: Sequence[str] | None = None) -> torch.Tensor:
+def projection_difference(
+    model, examples: Sequence[Example], vector: PersonaVector, layer: int, *, reference: Sequence[str] | None = None
+) -> torch.Tensor:
     """Per-sample projection difference ([n]) on one vector at ``layer`` (see ``projection_differences``)."""
     return projection_differences(model, examples, {"vector": (vector, layer)}, reference=reference)["vector"]
 
 
-def filtering_null(mean_differences: Mapping[str, torch.Tensor], shifts: Mapping[str, float],
-                   direction: torch.Tensor, *, n_random: int = 200, n_boot: int = 1000, seed: int = 0) -> dict:
+def filtering_null(
+    mean_differences: Mapping[str, torch.Tensor],
+    shifts: Mapping[str, float],
+    direction: torch.Tensor,
+    *,
+    n_random: int = 200,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Does the persona vector rank datasets by the shift training causes better than a random direction?
 
     ``mean_differences[ds]`` is dataset ``ds``'s mean activation difference at one layer
@@ -119,8 +133,9 @@ def filtering_null(mean_differences: Mapping[str, torch.Tensor], shifts: Mapping
     n_random = positive_int(n_random, "n_random")
     diffs = vectors_of_one_width({ds: mean_differences[ds] for ds in names}, "mean_differences")
     acts = torch.stack(list(diffs.values()))  # [k, d]
-    direction = vectors_of_one_width({"direction": direction}, "argument", width=acts.shape[1],
-                                     nonzero=True)["direction"]
+    direction = vectors_of_one_width({"direction": direction}, "argument", width=acts.shape[1], nonzero=True)[
+        "direction"
+    ]
     y = [finite_real(shifts[ds], f"shifts[{ds!r}]") for ds in names]
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_random, acts.shape[1], generator=gen, dtype=torch.float64)

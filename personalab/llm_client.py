@@ -34,27 +34,38 @@ class _HTTPChatClient:
 
     def _create(self, **payload):
         req = urllib.request.Request(
-            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json",
-                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
+            f"{self.base_url}/chat/completions",
+            data=json.dumps(payload).encode(),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+            },
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as err:
             excerpt = err.read()[:200].decode("utf-8", errors="replace")
-            hint = {401: " (check the API key)", 403: " (the key may lack access to this model)",
-                    404: " (check base_url and the model name)", 429: " (rate limited)"}.get(err.code, "")
-            raise JudgeError(f"judge endpoint {self.base_url} answered HTTP {err.code}{hint}: {excerpt!r}",
-                             retryable=err.code == 429 or err.code >= 500) from None
+            hint = {
+                401: " (check the API key)",
+                403: " (the key may lack access to this model)",
+                404: " (check base_url and the model name)",
+                429: " (rate limited)",
+            }.get(err.code, "")
+            raise JudgeError(
+                f"judge endpoint {self.base_url} answered HTTP {err.code}{hint}: {excerpt!r}",
+                retryable=err.code == 429 or err.code >= 500,
+            ) from None
         except (urllib.error.URLError, OSError) as err:  # refused, DNS, timeout
-            raise JudgeError(f"judge endpoint {self.base_url} is unreachable (timeout {self.timeout:g} s): {err}",
-                             retryable=True) from None
+            raise JudgeError(
+                f"judge endpoint {self.base_url} is unreachable (timeout {self.timeout:g} s): {err}", retryable=True
+            ) from None
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise JudgeError(f"judge endpoint {self.base_url} replied with bytes that are not UTF-8: "
-                             f"{body[:120]!r}") from None
+            raise JudgeError(
+                f"judge endpoint {self.base_url} replied with bytes that are not UTF-8: {body[:120]!r}"
+            ) from None
         try:
             return json.loads(text, object_hook=lambda d: SimpleNamespace(**d))
         except json.JSONDecodeError:

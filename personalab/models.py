@@ -131,8 +131,11 @@ def _load_or_build_cache(cached: Path, dtype):
             hf.config.name_or_path = DEFAULT_MODEL  # not the cache path: vectors and caches key on it
             return hf, tok
         except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt, and said so
-            warnings.warn(f"the cached model in {cached} is unreadable ({type(err).__name__}: "
-                          f"{str(err)[:120]}); rebuilding it from the GGUF", stacklevel=3)
+            warnings.warn(
+                f"the cached model in {cached} is unreadable ({type(err).__name__}: "
+                f"{str(err)[:120]}); rebuilding it from the GGUF",
+                stacklevel=3,
+            )
             shutil.rmtree(cached, ignore_errors=True)
     hf, tok = _build_from_gguf()
     try:
@@ -199,7 +202,9 @@ def load_model(
     from personalab.profiling import stage
 
     if not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"name must be a model name, Hugging Face id or folder, got {name!r:.60} ({type(name).__name__})")
+        raise TypeError(
+            f"name must be a model name, Hugging Face id or folder, got {name!r:.60} ({type(name).__name__})"
+        )
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.bfloat16 (or None), got {dtype!r}")
     name = os.fspath(name)
@@ -279,6 +284,7 @@ def _tiny_tokenizer():
 
 # --- Faster scoring passes ---------------------------------------------------------------
 
+
 @functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
@@ -296,8 +302,12 @@ def bf16_autocast_applies(model, kind: str = "scoring") -> bool:
     if kind not in ("scoring", "generation", "training"):
         raise ValueError(f"kind must be 'scoring', 'generation' or 'training', got {kind!r}")
     param = next(model._module.parameters())
-    return (getattr(settings(), f"bf16_{kind}") and cpu_has_bf16() and param.dtype == torch.float32
-            and param.device.type == "cpu")
+    return (
+        getattr(settings(), f"bf16_{kind}")
+        and cpu_has_bf16()
+        and param.dtype == torch.float32
+        and param.device.type == "cpu"
+    )
 
 
 def generation_bf16(model) -> bool:
@@ -316,9 +326,11 @@ def generation_bf16(model) -> bool:
 def precision_key(model) -> dict[str, bool]:
     """Which passes run in bfloat16 autocast for ``model`` here: part of every disk-cache key
     whose content depends on it (generations, vectors, fine-tuned models, measurements)."""
-    return {"generation": generation_bf16(model),
-            "scoring": bf16_autocast_applies(model, "scoring"),
-            "training": bf16_autocast_applies(model, "training")}
+    return {
+        "generation": generation_bf16(model),
+        "scoring": bf16_autocast_applies(model, "scoring"),
+        "training": bf16_autocast_applies(model, "training"),
+    }
 
 
 @contextmanager
@@ -384,8 +396,10 @@ def check_context(model, texts: list[str], max_new_tokens: int = 0) -> list[int]
     if context is not None and lengths and max(lengths) + max_new_tokens > context:
         i = max(range(len(texts)), key=lambda k: lengths[k])
         extra = f"; with max_new_tokens={max_new_tokens} that" if max_new_tokens else ", which"
-        raise ValueError(f"prompt {i} has {lengths[i]} tokens{extra} exceeds the model's context of {context} "
-                         "tokens: shorten the prompt")
+        raise ValueError(
+            f"prompt {i} has {lengths[i]} tokens{extra} exceeds the model's context of {context} "
+            "tokens: shorten the prompt"
+        )
     return lengths
 
 

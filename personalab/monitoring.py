@@ -32,8 +32,9 @@ from personalab.validate import positive_int, real_number, text_list
 from personalab.vectors import PersonaVector, VectorMismatchError, project
 
 
-def last_prompt_projection(model, prompts: Sequence[str], vector: PersonaVector, layer: int,
-                           batch_size: int = 16) -> torch.Tensor:
+def last_prompt_projection(
+    model, prompts: Sequence[str], vector: PersonaVector, layer: int, batch_size: int = 16
+) -> torch.Tensor:
     """Projection of each prompt's last token at ``layer`` on the trait direction ([n])."""
     vector.check_model(model)
     return project(last_token_activations(model, prompts, layer, batch_size), vector.at(layer))
@@ -45,8 +46,9 @@ def _project_layers(acts: torch.Tensor, vector: PersonaVector, layers: Sequence[
     return torch.einsum("bld,ld->bl", acts[:, list(layers)].float(), units)
 
 
-def prompt_projections(model, prompts: Sequence[str], vector: PersonaVector, layers: Sequence[int],
-                       batch_size: int = 16) -> torch.Tensor:
+def prompt_projections(
+    model, prompts: Sequence[str], vector: PersonaVector, layers: Sequence[int], batch_size: int = 16
+) -> torch.Tensor:
     """``last_prompt_projection`` at several layers from one pass per batch: ``[n, len(layers)]``."""
     vector.check_model(model)
     layers = [check_layer(model, lay) for lay in layers]
@@ -72,7 +74,7 @@ def first_alert(projections: Sequence[float] | torch.Tensor, threshold: float, w
     if x.dim() != 1:
         raise ValueError(f"projections must be one sequence of numbers (one per token), got shape {tuple(x.shape)}")
     for t in range(len(x)):
-        if x[max(0, t - window + 1): t + 1].mean().item() > threshold:
+        if x[max(0, t - window + 1) : t + 1].mean().item() > threshold:
             return t
     return None
 
@@ -92,9 +94,18 @@ def _per_prompt_means(levels: Sequence[int], values: Sequence[float]) -> list[fl
     return out
 
 
-def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judge: Judge, layer: int, *,
-                          n_questions: int = 10, max_new_tokens: int = 48, with_coherence: bool = False,
-                          split: str = "evaluation") -> dict:
+def prediction_experiment(
+    model,
+    trait: Trait | str,
+    vector: PersonaVector,
+    judge: Judge,
+    layer: int,
+    *,
+    n_questions: int = 10,
+    max_new_tokens: int = 48,
+    with_coherence: bool = False,
+    split: str = "evaluation",
+) -> dict:
     """Does the last prompt token's projection predict the trait of the answer?
 
     For each of the trait's 8 graded system prompts (0 = suppressing ... 7 = eliciting)
@@ -130,8 +141,9 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
     vector.check_model(model)
     # the pass that generates also reads the last prompt token at every layer: [n, L+1, d], kept so
     # layer sweeps and nulls need no new pass
-    answers, acts = generate_reading_last_token(model, prompts, max_new_tokens=max_new_tokens,
-                                                desc=f"{trait.name} graded")
+    answers, acts = generate_reading_last_token(
+        model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} graded"
+    )
     proj = project(acts[:, layer], vector.at(layer)).tolist()
     if not with_coherence and hasattr(judge, "trait_scores"):
         scores, coherence = [float(x) for x in judge.trait_scores(trait, answers)], [math.nan] * len(answers)
@@ -140,11 +152,25 @@ def prediction_experiment(model, trait: Trait | str, vector: PersonaVector, judg
         scores = [math.nan if s.trait is None else float(s.trait) for s in judged]
         coherence = [math.nan if s.coherence is None else float(s.coherence) for s in judged]
     p_proj, p_score = _per_prompt_means(levels, proj), _per_prompt_means(levels, scores)
-    return dict(trait=trait.name, layer=layer, split=split, n=len(rows), levels=levels, questions=questions,
-                prompts=prompts, last_token=acts, model_id=model_id(model),
-                answers=answers, projections=proj, scores=scores, coherence=coherence,
-                prompt_projection=p_proj, prompt_score=p_score,
-                r_per_sample=_pearson_finite(proj, scores), r_per_prompt=_pearson_finite(p_proj, p_score))
+    return dict(
+        trait=trait.name,
+        layer=layer,
+        split=split,
+        n=len(rows),
+        levels=levels,
+        questions=questions,
+        prompts=prompts,
+        last_token=acts,
+        model_id=model_id(model),
+        answers=answers,
+        projections=proj,
+        scores=scores,
+        coherence=coherence,
+        prompt_projection=p_proj,
+        prompt_score=p_score,
+        r_per_sample=_pearson_finite(proj, scores),
+        r_per_prompt=_pearson_finite(p_proj, p_score),
+    )
 
 
 def r_by_layer(model, experiment: dict, vector: PersonaVector, layers: Sequence[int]) -> dict[str, list[float]]:
@@ -168,9 +194,16 @@ def r_by_layer(model, experiment: dict, vector: PersonaVector, layers: Sequence[
     return {"layers": list(layers), "r_per_sample": per_sample, "r_per_prompt": per_prompt}
 
 
-def choose_monitoring_layer(model, trait: Trait | str, vector: PersonaVector, judge: Judge, *,
-                            layers: Sequence[int] | None = None, n_questions: int = 5,
-                            max_new_tokens: int = 48) -> dict:
+def choose_monitoring_layer(
+    model,
+    trait: Trait | str,
+    vector: PersonaVector,
+    judge: Judge,
+    *,
+    layers: Sequence[int] | None = None,
+    n_questions: int = 5,
+    max_new_tokens: int = 48,
+) -> dict:
     """Which layer's last-prompt projection predicts the trait, chosen on *extraction* questions.
 
     Runs ``prediction_experiment`` on the first ``n_questions`` extraction questions and
@@ -180,8 +213,16 @@ def choose_monitoring_layer(model, trait: Trait | str, vector: PersonaVector, ju
     "sweep", "experiment"}``.
     """
     layers = list(layers) if layers is not None else list(range(1, vector.n_layers + 1))
-    exp = prediction_experiment(model, trait, vector, judge, vector.default_layer, n_questions=n_questions,
-                                max_new_tokens=max_new_tokens, split="extraction")
+    exp = prediction_experiment(
+        model,
+        trait,
+        vector,
+        judge,
+        vector.default_layer,
+        n_questions=n_questions,
+        max_new_tokens=max_new_tokens,
+        split="extraction",
+    )
     sweep = r_by_layer(model, exp, vector, layers)
     finite = [j for j, r in enumerate(sweep["r_per_sample"]) if math.isfinite(r)]
     if not finite:
@@ -190,8 +231,9 @@ def choose_monitoring_layer(model, trait: Trait | str, vector: PersonaVector, ju
     return {"layer": layers[best], "sweep": sweep, "experiment": exp}
 
 
-def response_threshold(model, experiment: dict, vector: PersonaVector, layer: int,
-                       low: int = 0, high: int = 7) -> float:
+def response_threshold(
+    model, experiment: dict, vector: PersonaVector, layer: int, low: int = 0, high: int = 7
+) -> float:
     """A Monitor threshold calibrated on measured answers.
 
     The midpoint between the mean response-token projection of ``experiment``'s answers
@@ -203,14 +245,27 @@ def response_threshold(model, experiment: dict, vector: PersonaVector, layer: in
         idx = [i for i, lv in enumerate(experiment["levels"]) if lv == lev and experiment["answers"][i]]
         if not idx:
             raise ValueError(f"no non-empty answers under graded prompt {lev} to calibrate on")
-        acts = answer_activations(model, [experiment["prompts"][i] for i in idx],
-                                  [experiment["answers"][i] for i in idx], upto=layer, desc=f"calibrate {lev}")
+        acts = answer_activations(
+            model,
+            [experiment["prompts"][i] for i in idx],
+            [experiment["answers"][i] for i in idx],
+            upto=layer,
+            desc=f"calibrate {lev}",
+        )
         means.append(project(acts["response"][:, layer], unit).mean().item())
     return (means[0] + means[1]) / 2
 
 
-def monitoring_null(model, experiment: dict, vector: PersonaVector, layer: int, *, n_random: int = 200,
-                    n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+def monitoring_null(
+    model,
+    experiment: dict,
+    vector: PersonaVector,
+    layer: int,
+    *,
+    n_random: int = 200,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict]:
     """A ``prediction_experiment``'s correlations at ``layer``, with intervals and a random-direction null.
 
     For the persona vector and for ``n_random`` random unit directions (seeded), the
@@ -240,15 +295,17 @@ def monitoring_null(model, experiment: dict, vector: PersonaVector, layer: int, 
 
     def r_prompt(col: list[float], rows: list[int]) -> float:
         lev = [levels[i] for i in rows]
-        return _pearson_finite(_per_prompt_means(lev, [col[i] for i in rows]),
-                               _per_prompt_means(lev, [scores[i] for i in rows]))
+        return _pearson_finite(
+            _per_prompt_means(lev, [col[i] for i in rows]), _per_prompt_means(lev, [scores[i] for i in rows])
+        )
 
     every = list(range(len(scores)))
     cols = [proj[:, j].tolist() for j in range(proj.shape[1])]
     out = {}
     for name, fn in (("per_sample", r_sample), ("per_prompt", r_prompt)):
-        ci = bootstrap_ci(lambda draw, fn=fn: fn(cols[0], [i for g in draw for i in groups[g]]), len(groups),
-                          n_boot=n_boot, seed=seed)
+        ci = bootstrap_ci(
+            lambda draw, fn=fn: fn(cols[0], [i for g in draw for i in groups[g]]), len(groups), n_boot=n_boot, seed=seed
+        )
         out[name] = null_summary(fn(cols[0], every), [fn(c, every) for c in cols[1:]], ci)
     return out
 
@@ -281,8 +338,10 @@ class MonitorResult:
         for tok, v in zip(self.tokens[sample], proj.tolist(), strict=False):
             a = min(1.0, abs(v) / scale)
             rgb = "220,50,47" if v > 0 else "38,139,210"
-            spans.append(f'<span title="{v:.2f}" style="background: rgba({rgb},{a:.2f}); '
-                         f'padding: 1px 0">{html.escape(tok)}</span>')
+            spans.append(
+                f'<span title="{v:.2f}" style="background: rgba({rgb},{a:.2f}); '
+                f'padding: 1px 0">{html.escape(tok)}</span>'
+            )
         return f'<div style="line-height: 1.9; font-family: monospace">{"".join(spans)}</div>'
 
     def _repr_html_(self) -> str:
@@ -300,9 +359,16 @@ class Monitor:
         on_alert: called with a ``MonitorEvent`` for the first crossing per (answer, trait).
     """
 
-    def __init__(self, model, vectors: PersonaVector | Sequence[PersonaVector], layer: int,
-                 threshold: float = math.inf, *, window: int = 4,
-                 on_alert: Callable[[MonitorEvent], None] | None = None):
+    def __init__(
+        self,
+        model,
+        vectors: PersonaVector | Sequence[PersonaVector],
+        layer: int,
+        threshold: float = math.inf,
+        *,
+        window: int = 4,
+        on_alert: Callable[[MonitorEvent], None] | None = None,
+    ):
         vectors = [vectors] if isinstance(vectors, PersonaVector) else list(vectors)
         if not vectors:
             raise ValueError("Monitor needs at least one persona vector")
@@ -313,7 +379,9 @@ class Monitor:
             v.check_model(model)
         threshold = real_number(threshold, "threshold")
         if threshold == -math.inf:
-            raise ValueError("threshold is -inf, which alerts on every token: use a finite number (or math.inf to never alert)")
+            raise ValueError(
+                "threshold is -inf, which alerts on every token: use a finite number (or math.inf to never alert)"
+            )
         if threshold == math.inf and on_alert is not None:
             raise ValueError("an infinite threshold never alerts: give a finite threshold with on_alert")
         window = positive_int(window, "window")
@@ -330,8 +398,9 @@ class Monitor:
         h = layer_output(model, layer)[:, -1]  # [batch, d]: the state that picks the next token
         self._steps.append((h.float() @ self.units.T.to(h.device)).detach().cpu())
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 48,
-                 sampling: dict | None = None) -> MonitorResult:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 48, sampling: dict | None = None
+    ) -> MonitorResult:
         """Generate (greedy by default) under monitoring: answers, per-token projections, alerts."""
         prompts = text_list(prompts, "prompts")
         max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
@@ -363,6 +432,6 @@ class Monitor:
         for j, v in enumerate(self.vectors):
             t = first_alert(proj[:, j], self.threshold, self.window)
             if t is not None:
-                roll = proj[max(0, t - self.window + 1): t + 1, j].mean().item()
+                roll = proj[max(0, t - self.window + 1) : t + 1, j].mean().item()
                 events.append(MonitorEvent(sample, v.trait, t, roll))
         return events

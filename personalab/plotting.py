@@ -27,8 +27,9 @@ def _show(token: str) -> str:
     return token.replace("\n", "\\n").replace("$", "\\$")
 
 
-def plot_residual_norms(norms: torch.Tensor, ax: Axes | None = None, *, label: str | None = None,
-                        log: bool = False) -> Figure:
+def plot_residual_norms(
+    norms: torch.Tensor, ax: Axes | None = None, *, label: str | None = None, log: bool = False
+) -> Figure:
     """Line plot of a per-layer norm ``[n_layers + 1]`` (row 0 = embeddings).
 
     Call it again with the same ``ax`` and another ``label`` to overlay a second curve.
@@ -47,8 +48,9 @@ def plot_residual_norms(norms: torch.Tensor, ax: Axes | None = None, *, label: s
     return fig
 
 
-def plot_logit_lens(lens: LogitLens, ax: Axes | None = None, *, layers: Sequence[int] | None = None,
-                    annotate: bool = True) -> Figure:
+def plot_logit_lens(
+    lens: LogitLens, ax: Axes | None = None, *, layers: Sequence[int] | None = None, annotate: bool = True
+) -> Figure:
     """Heatmap of ``lens.probs`` (layers x positions), each cell labelled with that layer's top token.
 
     Colour: the probability a layer gives to the token the full model finally predicts at
@@ -61,13 +63,25 @@ def plot_logit_lens(lens: LogitLens, ax: Axes | None = None, *, layers: Sequence
     seq = probs.shape[1]
     fig, ax = _axes(ax, (max(6.0, 0.9 * seq + 2), max(3.0, 0.28 * len(rows) + 1.5)))
     labels = [[_show(lens.top_tokens[r][t]) for t in range(seq)] for r in rows] if annotate else False
-    sns.heatmap(probs, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=labels, fmt="",
-                annot_kws={"fontsize": 7}, cbar_kws={"label": "P(final prediction)"})
+    sns.heatmap(
+        probs,
+        ax=ax,
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        annot=labels,
+        fmt="",
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "P(final prediction)"},
+    )
     ax.invert_yaxis()  # embeddings at the bottom, the last block at the top
     ax.set_yticks([i + 0.5 for i in range(len(rows))], [str(r) for r in rows], rotation=0, fontsize=7)
-    ax.set_xticks([t + 0.5 for t in range(seq)],
-                  [f"{_show(a)}\n→{_show(b)}" for a, b in zip(lens.input_tokens, lens.final_tokens, strict=True)],
-                  rotation=0, fontsize=8)
+    ax.set_xticks(
+        [t + 0.5 for t in range(seq)],
+        [f"{_show(a)}\n→{_show(b)}" for a, b in zip(lens.input_tokens, lens.final_tokens, strict=True)],
+        rotation=0,
+        fontsize=8,
+    )
     ax.set_xlabel("input token → the model's final prediction for the next token")
     ax.set_ylabel("layer")
     fig.tight_layout()

@@ -26,8 +26,9 @@ def plot_losses(runs: dict[str, Sequence[float]], ax: Axes | None = None) -> Fig
     return fig
 
 
-def plot_shift(points: Sequence[dict], x: str, y: str = "d_trait", ax: Axes | None = None, *,
-               label: str = "run") -> Figure:
+def plot_shift(
+    points: Sequence[dict], x: str, y: str = "d_trait", ax: Axes | None = None, *, label: str = "run"
+) -> Figure:
     """Scatter of one shift against another over fine-tuned models, with the fit and r."""
     fig, ax = _axes(ax, (4.5, 3.5))
     xs, ys = [p[x] for p in points], [p[y] for p in points]

@@ -43,16 +43,37 @@ def plot_prediction(experiment: dict, ax: Axes | None = None) -> Figure:
     levels = experiment["levels"]
     n_levels = max(levels) + 1
     cmap = plt.get_cmap("coolwarm", n_levels)
-    sc = ax.scatter(experiment["projections"], experiment["scores"], c=levels, cmap=cmap, vmin=-0.5,
-                    vmax=n_levels - 0.5, s=14, alpha=0.7)
-    ax.scatter(experiment["prompt_projection"], experiment["prompt_score"], c=range(n_levels), cmap=cmap,
-               vmin=-0.5, vmax=n_levels - 0.5, s=90, edgecolors="black", linewidths=1.2, zorder=3)
+    sc = ax.scatter(
+        experiment["projections"],
+        experiment["scores"],
+        c=levels,
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=n_levels - 0.5,
+        s=14,
+        alpha=0.7,
+    )
+    ax.scatter(
+        experiment["prompt_projection"],
+        experiment["prompt_score"],
+        c=range(n_levels),
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=n_levels - 0.5,
+        s=90,
+        edgecolors="black",
+        linewidths=1.2,
+        zorder=3,
+    )
     _fit_line(ax, experiment["projections"], experiment["scores"], color="black", lw=1, ls="--")
     fig.colorbar(sc, ax=ax, ticks=range(n_levels), label="graded prompt (0 = suppress, 7 = elicit)")
     ax.set_xlabel(f"projection of the last prompt token (layer {experiment['layer']})")
     ax.set_ylabel("judged trait score of the answer")
-    ax.set_title(f"{experiment['trait']}: r per sample {experiment['r_per_sample']:.2f}, "
-                 f"per prompt {experiment['r_per_prompt']:.2f}", fontsize=10)
+    ax.set_title(
+        f"{experiment['trait']}: r per sample {experiment['r_per_sample']:.2f}, "
+        f"per prompt {experiment['r_per_prompt']:.2f}",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -75,9 +96,17 @@ def plot_r_by_layer(sweep: dict, ax: Axes | None = None, *, mark: int | None = N
     return fig
 
 
-def plot_trace(result: MonitorResult, sample: int = 0, trait: int = 0, *, threshold: float | None = None,
-               window: int = 4, ax: Axes | None = None, label: str | None = None,
-               max_labels: int = 40) -> Figure:
+def plot_trace(
+    result: MonitorResult,
+    sample: int = 0,
+    trait: int = 0,
+    *,
+    threshold: float | None = None,
+    window: int = 4,
+    ax: Axes | None = None,
+    label: str | None = None,
+    max_labels: int = 40,
+) -> Figure:
     """Projection of every generated token (and its rolling mean) with the alert threshold.
 
     Call it again with the same ``ax`` to overlay another sample; alerts of this
@@ -85,9 +114,9 @@ def plot_trace(result: MonitorResult, sample: int = 0, trait: int = 0, *, thresh
     """
     fig, ax = _axes(ax, (9, 3))
     proj = result.projections[sample][:, trait].float()
-    roll = torch.stack([proj[max(0, t - window + 1): t + 1].mean() for t in range(len(proj))]) if len(proj) else proj
+    roll = torch.stack([proj[max(0, t - window + 1) : t + 1].mean() for t in range(len(proj))]) if len(proj) else proj
     name = label or f"sample {sample}"
-    line, = ax.plot(proj.numpy(), marker=".", lw=0.8, alpha=0.5, label=f"{name}: per token")
+    (line,) = ax.plot(proj.numpy(), marker=".", lw=0.8, alpha=0.5, label=f"{name}: per token")
     ax.plot(roll.numpy(), lw=2, color=line.get_color(), label=f"{name}: rolling mean ({window})")
     if threshold is not None and math.isfinite(threshold):
         if not any(lbl.get_label() == "threshold" for lbl in ax.lines):
@@ -98,8 +127,9 @@ def plot_trace(result: MonitorResult, sample: int = 0, trait: int = 0, *, thresh
             ax.plot([ev.token], [ev.value], "x", color="red", ms=12, mew=2.5)
     tokens = result.tokens[sample]
     if len(tokens) <= max_labels:
-        ax.set_xticks(range(len(tokens)), [t.replace("\n", "\\n").replace("$", "\\$") for t in tokens],
-                      rotation=90, fontsize=7)
+        ax.set_xticks(
+            range(len(tokens)), [t.replace("\n", "\\n").replace("$", "\\$") for t in tokens], rotation=90, fontsize=7
+        )
     ax.set_xlabel("generated token")
     ax.set_ylabel(f"projection on '{tname}'")
     ax.legend(fontsize=7, loc="best")
@@ -108,8 +138,9 @@ def plot_trace(result: MonitorResult, sample: int = 0, trait: int = 0, *, thresh
     return fig
 
 
-def plot_cosine_heatmap(matrix: torch.Tensor, names: Sequence[str], ax: Axes | None = None, *,
-                        title: str | None = None) -> Figure:
+def plot_cosine_heatmap(
+    matrix: torch.Tensor, names: Sequence[str], ax: Axes | None = None, *, title: str | None = None
+) -> Figure:
     """Annotated heatmap of a cosine-similarity matrix between trait vectors (-1 blue ... +1 red)."""
     n = len(names)
     fig, ax = _axes(ax, (1.0 * n + 1.5, 0.85 * n + 1))
@@ -119,8 +150,15 @@ def plot_cosine_heatmap(matrix: torch.Tensor, names: Sequence[str], ax: Axes | N
     ax.set_yticks(range(n), list(names))
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(m[i, j]) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{m[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if abs(m[i, j]) > 0.6 else "black",
+            )
     fig.colorbar(im, ax=ax, label="cosine")
     if title:
         ax.set_title(title, fontsize=10)

@@ -11,8 +11,9 @@ def plot_sweep_heatmaps(rows: list[dict], title: str = ""):
     layers = sorted({r["layer"] for r in rows})
     coefs = sorted({r["coef"] for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-    for ax, key, cmap, vmax in zip(axes, ("trait", "coherence", "repetition"), ("Reds", "Greens", "Purples"),
-                                   (100, 100, None), strict=True):
+    for ax, key, cmap, vmax in zip(
+        axes, ("trait", "coherence", "repetition"), ("Reds", "Greens", "Purples"), (100, 100, None), strict=True
+    ):
         grid = np.full((len(layers), len(coefs)), np.nan)
         for r in rows:
             grid[layers.index(r["layer"]), coefs.index(r["coef"])] = r[key]
@@ -24,8 +25,14 @@ def plot_sweep_heatmaps(rows: list[dict], title: str = ""):
         ax.set_title(key)
         for i in range(len(layers)):
             for j in range(len(coefs)):
-                ax.text(j, i, f"{grid[i, j]:.2g}" if key == "repetition" else f"{grid[i, j]:.0f}",
-                        ha="center", va="center", fontsize=7)
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2g}" if key == "repetition" else f"{grid[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                )
         fig.colorbar(im, ax=ax)
     fig.suptitle(title)
     fig.tight_layout()

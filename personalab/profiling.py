@@ -56,12 +56,15 @@ def stage(name: str) -> Iterator[None]:
 
 def staged(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator form of ``stage``."""
+
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def inner(*args: P.args, **kwargs: P.kwargs) -> R:
             with stage(name):
                 return fn(*args, **kwargs)
+
         return inner
+
     return wrap
 
 

@@ -79,8 +79,9 @@ def active_interventions(model) -> list[Intervention]:
     return _ACTIVE.setdefault(id(model), [])
 
 
-def generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict | None = None,
-                   extra: Sequence[Intervention] = ()) -> torch.Tensor:
+def generate_batch(
+    model, texts: list[str], max_new_tokens: int, sampling: dict | None = None, extra: Sequence[Intervention] = ()
+) -> torch.Tensor:
     """One nnsight generation over a left-padded batch; returns the new token ids [batch, new].
 
     Rows that finished early are padded with the pad token (decode with
@@ -101,8 +102,9 @@ def generate_batch(model, texts: list[str], max_new_tokens: int, sampling: dict 
 
 def _run_generation(model, texts, max_new_tokens, sampling, hooks) -> torch.Tensor:
     tok = model.tokenizer
-    with model.generate(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                        **sampling, **trace_kwargs(model)) as tracer:
+    with model.generate(
+        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling, **trace_kwargs(model)
+    ) as tracer:
         with tracer.invoke(texts):
             if hooks:
                 for step in tracer.iter[:]:
@@ -142,7 +144,9 @@ def generate(
     temperature = finite_real(temperature, "temperature")
     for h in interventions:
         if not callable(getattr(h, "on_layer", None)) or not callable(getattr(h, "cache_key", None)):
-            raise TypeError(f"interventions must have on_layer() and cache_key() (like Steering or Monitor), got {h!r:.60}")
+            raise TypeError(
+                f"interventions must have on_layer() and cache_key() (like Steering or Monitor), got {h!r:.60}"
+            )
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
@@ -152,13 +156,22 @@ def generate(
     answers: list[str] = [""] * len(prompts)
     batches = range(0, len(prompts), batch_size)
     for b, start in enumerate(tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False)):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         batch = [prompts[i] for i in rows]
         extra = [h.select(rows) if hasattr(h, "select") else h for h in interventions]
         hooks = [*active_interventions(model), *extra]
         cacheable = cache and all(h.cache_key() is not None for h in hooks)
-        key = stable_hash([model_id(model), batch, max_new_tokens, sampling, seed + b,
-                           [h.cache_key() for h in hooks], {"bf16": generation_bf16(model)}])
+        key = stable_hash(
+            [
+                model_id(model),
+                batch,
+                max_new_tokens,
+                sampling,
+                seed + b,
+                [h.cache_key() for h in hooks],
+                {"bf16": generation_bf16(model)},
+            ]
+        )
         path = root / f"{key}.json"
         out = _read_cached(path, len(batch)) if cacheable else None
         if out is None:
@@ -167,8 +180,11 @@ def generate(
             new_ids = generate_batch(model, batch, max_new_tokens, sampling, extra)
             out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
             if any(not getattr(h, "reads_only", False) for h in hooks) and not any(a.strip() for a in out):
-                warnings.warn(f"every answer in this batch of {len(out)} is empty under {hooks}: the steering "
-                              "is probably too strong for the model (lower coef)", stacklevel=2)
+                warnings.warn(
+                    f"every answer in this batch of {len(out)} is empty under {hooks}: the steering "
+                    "is probably too strong for the model (lower coef)",
+                    stacklevel=2,
+                )
             if cacheable:
                 atomic_write_json(path, out)
         for i, answer in zip(rows, out, strict=True):
@@ -225,8 +241,9 @@ class LastTokenReader:
             layer_output(model, 0)  # a read per step keeps the open-ended step loop in sync
 
 
-def generate_reading_last_token(model, prompts: Sequence[str], *, max_new_tokens: int = 48,
-                                desc: str = "generating") -> tuple[list[str], torch.Tensor]:
+def generate_reading_last_token(
+    model, prompts: Sequence[str], *, max_new_tokens: int = 48, desc: str = "generating"
+) -> tuple[list[str], torch.Tensor]:
     """Greedy answers and the last prompt token's residual stream at every layer, ``[n, L+1, d]``,
     from the same pass (``LastTokenReader``). Both are cached on disk together, keyed like
     ``generate``'s batches plus the reader, so a re-run reads them back instead of generating."""
@@ -236,8 +253,9 @@ def generate_reading_last_token(model, prompts: Sequence[str], *, max_new_tokens
 
     active = [h.cache_key() for h in active_interventions(model)]  # steering changes both answers and reads
     cacheable = all(k is not None for k in active)
-    key = stable_hash([model_id(model), prompts, max_new_tokens, {"bf16": generation_bf16(model)}, active,
-                       "last_token_v1"])
+    key = stable_hash(
+        [model_id(model), prompts, max_new_tokens, {"bf16": generation_bf16(model)}, active, "last_token_v1"]
+    )
     folder = writable_cache_root() / "generations_with_last_token"
     answers_path, acts_path = folder / f"{key}.json", folder / f"{key}.safetensors"
     answers = _read_cached(answers_path, len(prompts)) if cacheable else None
@@ -249,8 +267,9 @@ def generate_reading_last_token(model, prompts: Sequence[str], *, max_new_tokens
         except Exception:  # noqa: BLE001 - an unreadable entry is rebuilt below
             pass
     acts = torch.full((len(prompts), n_layers(model) + 1, int(model.config.hidden_size)), float("nan"))
-    answers = generate(model, prompts, max_new_tokens=max_new_tokens, interventions=[LastTokenReader(n_layers(model), acts)],
-                       desc=desc)
+    answers = generate(
+        model, prompts, max_new_tokens=max_new_tokens, interventions=[LastTokenReader(n_layers(model), acts)], desc=desc
+    )
     if torch.isnan(acts).any():
         raise RuntimeError("the generation pass did not reach every layer at the last prompt token")
     if not cacheable:

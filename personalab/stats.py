@@ -52,8 +52,10 @@ def cohens_d(pos: Sequence[float] | torch.Tensor, neg: Sequence[float] | torch.T
 
 # -- uncertainty and null baselines ---------------------------------------------------------
 
-def bootstrap_ci(stat: Callable[[list[int]], float], n_units: int, *, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+
+def bootstrap_ci(
+    stat: Callable[[list[int]], float], n_units: int, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat`` over ``n_units`` resampled with replacement.
 
     ``stat(indices)`` recomputes the statistic on the units at ``indices`` (a question
@@ -88,5 +90,10 @@ def null_summary(value: float, null: Sequence[float] | torch.Tensor, ci: tuple[f
     if x.numel() == 0:
         raise ValueError("null_summary needs at least one finite null value")
     lo, hi = ci if ci is not None else (float("nan"), float("nan"))
-    return {"value": float(value), "ci_low": lo, "ci_high": hi,
-            "null_p95": float(torch.quantile(x, 0.95)), "percentile": float((x < value).double().mean() * 100)}
+    return {
+        "value": float(value),
+        "ci_low": lo,
+        "ci_high": hi,
+        "null_p95": float(torch.quantile(x, 0.95)),
+        "percentile": float((x < value).double().mean() * 100),
+    }

@@ -43,6 +43,8 @@ def _layer_tuple(layers: object) -> tuple[int, ...]:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
             raise TypeError(f"layers must be a layer number or a list of them, got {layers!r}") from None
         return tuple(integer(x, "layer") for x in layers)
+
+
 COEF_MODES = ("raw", "norm")
 
 
@@ -50,12 +52,16 @@ def _check_push(layer: int, delta: torch.Tensor) -> None:
     """Refuse a steering push the model cannot survive: NaN/inf, or so large that the model's
     float32 norms overflow (its square sum is inf) and every answer would come back empty."""
     if not torch.isfinite(delta).all():
-        raise ValueError(f"the steering vector at layer {layer} is not finite (norm {delta.norm().item()}): "
-                         "check the vector and its residual_norm metadata")
+        raise ValueError(
+            f"the steering vector at layer {layer} is not finite (norm {delta.norm().item()}): "
+            "check the vector and its residual_norm metadata"
+        )
     if not torch.isfinite(delta.float().pow(2).sum()):
-        raise ValueError(f"the steering push at layer {layer} is too large (norm {delta.double().norm().item():.3g}): "
-                         "the model's float32 norms would overflow to NaN and every answer would be empty; "
-                         "lower coef (the book's sweeps use norm-mode coefficients of 0.1-0.8)")
+        raise ValueError(
+            f"the steering push at layer {layer} is too large (norm {delta.double().norm().item():.3g}): "
+            "the model's float32 norms would overflow to NaN and every answer would be empty; "
+            "lower coef (the book's sweeps use norm-mode coefficients of 0.1-0.8)"
+        )
 
 
 def _questions(questions, trait) -> list[str]:
@@ -66,8 +72,15 @@ def _questions(questions, trait) -> list[str]:
 class Steering:
     """Adds ``coef x direction`` at ``layers`` (see the module docstring). Use via ``steer``."""
 
-    def __init__(self, model, vector: PersonaVector, layers: int | Iterable[int], coef: float,
-                 positions: str = "all", coef_mode: str = "norm"):
+    def __init__(
+        self,
+        model,
+        vector: PersonaVector,
+        layers: int | Iterable[int],
+        coef: float,
+        positions: str = "all",
+        coef_mode: str = "norm",
+    ):
         vector.check_model(model)
         if positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
@@ -89,8 +102,14 @@ class Steering:
         return self.vector.shift(layer, self.coef, self.coef_mode)
 
     def cache_key(self) -> object:
-        return ["steer", stable_hash(self.vector.vectors.tolist()), self.layers, self.coef,
-                self.positions, self.coef_mode]
+        return [
+            "steer",
+            stable_hash(self.vector.vectors.tolist()),
+            self.layers,
+            self.coef,
+            self.positions,
+            self.coef_mode,
+        ]
 
     def on_layer(self, model, layer: int, step: int) -> None:
         out = layer_output(model, layer)
@@ -111,21 +130,40 @@ class Steering:
         active_interventions(self.model).remove(self)
 
     def __repr__(self) -> str:
-        return (f"Steering({self.vector.trait!r}, layers={self.layers}, coef={self.coef}, "
-                f"mode={self.coef_mode!r}, positions={self.positions!r})")
+        return (
+            f"Steering({self.vector.trait!r}, layers={self.layers}, coef={self.coef}, "
+            f"mode={self.coef_mode!r}, positions={self.positions!r})"
+        )
 
 
-def steer(model, vector: PersonaVector, layers: int | Iterable[int], coef: float, *,
-          positions: str = "all", coef_mode: str = "norm") -> Steering:
+def steer(
+    model,
+    vector: PersonaVector,
+    layers: int | Iterable[int],
+    coef: float,
+    *,
+    positions: str = "all",
+    coef_mode: str = "norm",
+) -> Steering:
     """Steer ``model`` with ``vector`` inside a ``with`` block (see the module docstring)."""
     return Steering(model, vector, layers, coef, positions, coef_mode)
 
 
 # -- sweeps: what steering buys and what it costs ---------------------------------------------
 
-def steered_answers(model, vector: PersonaVector, questions: list[str], layer: int, coef: float, *,
-                    system: str | None = None, max_new_tokens: int = 48, positions: str = "all",
-                    coef_mode: str = "norm") -> list[str]:
+
+def steered_answers(
+    model,
+    vector: PersonaVector,
+    questions: list[str],
+    layer: int,
+    coef: float,
+    *,
+    system: str | None = None,
+    max_new_tokens: int = 48,
+    positions: str = "all",
+    coef_mode: str = "norm",
+) -> list[str]:
     """Greedy answers to ``questions`` under ``system`` while steering at one layer."""
     from personalab.prompting import ask
 
@@ -148,8 +186,12 @@ class RowSteering:
 
     def __init__(self, model, specs: Sequence[tuple[PersonaVector, int, float] | None], coef_mode: str = "norm"):
         self.model, self.coef_mode = model, coef_mode
-        self.specs = [None if sp is None or sp[2] == 0 else (sp[0], check_layer(model, sp[1], allow_embeddings=False),
-                                                             float(sp[2])) for sp in specs]
+        self.specs = [
+            None
+            if sp is None or sp[2] == 0
+            else (sp[0], check_layer(model, sp[1], allow_embeddings=False), float(sp[2]))
+            for sp in specs
+        ]
         for vec in {id(sp[0]): sp[0] for sp in self.specs if sp is not None}.values():
             vec.check_model(model)
         self.layers = tuple(sorted({sp[1] for sp in self.specs if sp is not None}))
@@ -172,9 +214,21 @@ class RowSteering:
         out[:] += self.deltas[layer].to(dtype=out.dtype, device=out.device)[:, None, :]
 
 
-def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], coefs: Iterable[float],
-          questions: list[str] | None = None, system: str | None = None, capability: bool = False,
-          max_new_tokens: int = 48, coef_mode: str = "norm", progress: bool = True) -> list[dict]:
+def sweep(
+    model,
+    trait,
+    vector: PersonaVector,
+    judge,
+    *,
+    layers: Iterable[int],
+    coefs: Iterable[float],
+    questions: list[str] | None = None,
+    system: str | None = None,
+    capability: bool = False,
+    max_new_tokens: int = 48,
+    coef_mode: str = "norm",
+    progress: bool = True,
+) -> list[dict]:
     """Layer x coefficient grid: judged trait, coherence, repetition (and capability) per point.
 
     Every row: ``{layer, coef, trait, coherence, repetition, capability, answers}``;
@@ -199,28 +253,52 @@ def sweep(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int], 
     points = list(dict.fromkeys((None if c == 0 else (layer, c)) for layer, c in grid))  # unique, in order
     prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
     specs = [None if p is None else (vector, *p) for p in points for _ in questions]
-    answers = generate(model, prompts * len(points), max_new_tokens=max_new_tokens, desc=f"sweep {trait.name}",
-                       interventions=[RowSteering(model, specs, coef_mode)], progress=progress)
+    answers = generate(
+        model,
+        prompts * len(points),
+        max_new_tokens=max_new_tokens,
+        desc=f"sweep {trait.name}",
+        interventions=[RowSteering(model, specs, coef_mode)],
+        progress=progress,
+    )
     scores = judge.score(trait, questions * len(points), answers)
     n = len(questions)
     measured = {}
     for k, point in enumerate(tqdm(points, desc=f"capability {trait.name}", disable=not (progress and capability))):
-        ans, sc = answers[k * n:(k + 1) * n], scores[k * n:(k + 1) * n]
+        ans, sc = answers[k * n : (k + 1) * n], scores[k * n : (k + 1) * n]
         cap = None
         if capability and point is None:
             cap = capability_score(model)  # remembered after the first call
         elif capability:
             with steer(model, vector, point[0], point[1], coef_mode=coef_mode):
                 cap = capability_score(model)
-        measured[point] = {"trait": _mean([s.trait for s in sc]), "coherence": _mean([s.coherence for s in sc]),
-                           "repetition": _mean([repetition_rate(a) for a in ans]), "capability": cap, "answers": ans}
+        measured[point] = {
+            "trait": _mean([s.trait for s in sc]),
+            "coherence": _mean([s.coherence for s in sc]),
+            "repetition": _mean([repetition_rate(a) for a in ans]),
+            "capability": cap,
+            "answers": ans,
+        }
     return [{"layer": layer, "coef": c, **measured[None if c == 0 else (layer, c)]} for layer, c in grid]
 
 
-def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coef: float,
-                  questions: list[str] | None = None, n_random: int = 5, system: str | None = None,
-                  max_new_tokens: int = 48, seed: int = 0, n_boot: int = 1000,
-                  unsteered: Sequence[str] | None = None, steered: Sequence[str] | None = None) -> dict:
+def steering_null(
+    model,
+    trait,
+    vector: PersonaVector,
+    judge,
+    *,
+    layer: int,
+    coef: float,
+    questions: list[str] | None = None,
+    n_random: int = 5,
+    system: str | None = None,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    n_boot: int = 1000,
+    unsteered: Sequence[str] | None = None,
+    steered: Sequence[str] | None = None,
+) -> dict:
     """The trait gain of steering with ``vector`` at (``layer``, ``coef``), against random directions.
 
     One batched generation answers ``questions`` unsteered, steered by ``vector``, and
@@ -248,19 +326,31 @@ def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coe
     todo = [k for k in range(len(conditions)) if given.get(k) is None]
     prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
     specs = [None if conditions[k][1] is None else (conditions[k][1], layer, coef) for k in todo for _ in questions]
-    new = generate(model, prompts * len(todo), max_new_tokens=max_new_tokens, progress=False,
-                   interventions=[RowSteering(model, specs)])
+    new = generate(
+        model,
+        prompts * len(todo),
+        max_new_tokens=max_new_tokens,
+        progress=False,
+        interventions=[RowSteering(model, specs)],
+    )
     n = len(questions)
-    by_condition = {k: new[j * n:(j + 1) * n] for j, k in enumerate(todo)}
+    by_condition = {k: new[j * n : (j + 1) * n] for j, k in enumerate(todo)}
     answers = [a for k in range(len(conditions)) for a in (by_condition.get(k) or list(given[k]))]
     scores = judge.score(trait, questions * len(conditions), answers)
-    trait_of = [[s.trait if s.trait is not None else float("nan") for s in scores[k * n:(k + 1) * n]]
-                for k in range(len(conditions))]
-    rows = [{"condition": name, "trait": _mean(trait_of[k]),
-             "coherence": _mean([s.coherence for s in scores[k * n:(k + 1) * n]]),
-             "repetition": _mean([repetition_rate(a) for a in answers[k * n:(k + 1) * n]]),
-             "answers": answers[k * n:(k + 1) * n]}
-            for k, (name, _) in enumerate(conditions)]
+    trait_of = [
+        [s.trait if s.trait is not None else float("nan") for s in scores[k * n : (k + 1) * n]]
+        for k in range(len(conditions))
+    ]
+    rows = [
+        {
+            "condition": name,
+            "trait": _mean(trait_of[k]),
+            "coherence": _mean([s.coherence for s in scores[k * n : (k + 1) * n]]),
+            "repetition": _mean([repetition_rate(a) for a in answers[k * n : (k + 1) * n]]),
+            "answers": answers[k * n : (k + 1) * n],
+        }
+        for k, (name, _) in enumerate(conditions)
+    ]
     base = trait_of[0]
 
     def gain(k: int, idx: Sequence[int]) -> float:
@@ -268,8 +358,12 @@ def steering_null(model, trait, vector: PersonaVector, judge, *, layer: int, coe
 
     every = range(n)
     ci = bootstrap_ci(lambda idx: gain(1, idx), n, n_boot=n_boot, seed=seed)
-    return {"gain": null_summary(gain(1, every), [gain(k, every) for k in range(2, len(conditions))], ci),
-            "rows": rows, "layer": layer, "coef": coef}
+    return {
+        "gain": null_summary(gain(1, every), [gain(k, every) for k in range(2, len(conditions))], ci),
+        "rows": rows,
+        "layer": layer,
+        "coef": coef,
+    }
 
 
 def _mean(xs) -> float:
@@ -288,8 +382,17 @@ def best_setting(rows: list[dict], *, min_coherence: float = 50, max_repetition:
     return max(ok, key=lambda r: r["trait"]) if ok else None
 
 
-def choose_steering_layer(model, trait, vector: PersonaVector, judge, *, layers: Iterable[int],
-                          coef: float = 0.3, questions: list[str] | None = None, **kwargs) -> dict:
+def choose_steering_layer(
+    model,
+    trait,
+    vector: PersonaVector,
+    judge,
+    *,
+    layers: Iterable[int],
+    coef: float = 0.3,
+    questions: list[str] | None = None,
+    **kwargs,
+) -> dict:
     """Which layer to steer: the one whose answers at ``coef`` show the most trait while coherent.
 
     Scans ``layers`` at a single coefficient (``is_coherent``). Scan on questions you will
@@ -312,8 +415,10 @@ def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition
     rows = sorted(rows, key=lambda r: r["coef"])
     base = next((r for r in rows if r["coef"] == 0), None)
     if base is None:
-        raise ValueError(f"curve_summary needs a row at coef=0 (the unsteered baseline); got coefs "
-                         f"{[r['coef'] for r in rows]}: include 0 in the sweep's coefs")
+        raise ValueError(
+            f"curve_summary needs a row at coef=0 (the unsteered baseline); got coefs "
+            f"{[r['coef'] for r in rows]}: include 0 in the sweep's coefs"
+        )
     coherent = []
     for r in rows:
         if r["coef"] < 0:
@@ -326,7 +431,11 @@ def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition
     return {
         "coherent_coefs": [r["coef"] for r in coherent],
         "monotonic": len(traits_) >= 2 and all(b >= a for a, b in zip(traits_, traits_[1:], strict=False)),
-        "best_coef": best["coef"], "gain": best["trait"] - base["trait"],
-        "capability_cost": (None if best.get("capability") is None or base.get("capability") is None
-                            else base["capability"] - best["capability"]),
+        "best_coef": best["coef"],
+        "gain": best["trait"] - base["trait"],
+        "capability_cost": (
+            None
+            if best.get("capability") is None or base.get("capability") is None
+            else base["capability"] - best["capability"]
+        ),
     }

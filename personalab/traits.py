@@ -122,11 +122,17 @@ def validate(data: dict) -> None:
     except ValueError as err:
         raise TraitError(f"trait field 'name': {err}") from None
     ins = data.get("instructions")
-    _need(isinstance(ins, list) and len(ins) == N_INSTRUCTIONS, "instructions",
-          f"must be a list of exactly {N_INSTRUCTIONS} {{'pos', 'neg'}} pairs")
+    _need(
+        isinstance(ins, list) and len(ins) == N_INSTRUCTIONS,
+        "instructions",
+        f"must be a list of exactly {N_INSTRUCTIONS} {{'pos', 'neg'}} pairs",
+    )
     for i, pair in enumerate(ins):
-        _need(isinstance(pair, dict) and all(isinstance(pair.get(k), str) and pair[k].strip() for k in ("pos", "neg")),
-              f"instructions[{i}]", "needs non-empty 'pos' and 'neg' strings")
+        _need(
+            isinstance(pair, dict) and all(isinstance(pair.get(k), str) and pair[k].strip() for k in ("pos", "neg")),
+            f"instructions[{i}]",
+            "needs non-empty 'pos' and 'neg' strings",
+        )
     qs = data.get("questions")
     _need(isinstance(qs, dict), "questions", "must be an object with 'extraction' and 'evaluation' lists")
     for split in ("extraction", "evaluation"):
@@ -143,13 +149,22 @@ def validate(data: dict) -> None:
     _need(isinstance(ex, dict), "exemplars", "must be an object with 'pos' and 'neg' lists")
     if ex:
         for side in ("pos", "neg"):
-            _need(isinstance(ex.get(side), list) and len(ex[side]) >= 2, f"exemplars.{side}",
-                  "needs at least 2 example answers")
-            _need(all(isinstance(a, str) and a.strip() for a in ex[side]), f"exemplars.{side}",
-                  "must hold non-empty strings")
+            _need(
+                isinstance(ex.get(side), list) and len(ex[side]) >= 2,
+                f"exemplars.{side}",
+                "needs at least 2 example answers",
+            )
+            _need(
+                all(isinstance(a, str) and a.strip() for a in ex[side]),
+                f"exemplars.{side}",
+                "must hold non-empty strings",
+            )
     gp = data.get("graded_prompts", [])
-    _need(isinstance(gp, list) and (not gp or len(gp) == N_GRADED), "graded_prompts",
-          f"must be empty or hold exactly {N_GRADED} system prompts")
+    _need(
+        isinstance(gp, list) and (not gp or len(gp) == N_GRADED),
+        "graded_prompts",
+        f"must be empty or hold exactly {N_GRADED} system prompts",
+    )
     _need(all(isinstance(p, str) and p.strip() for p in gp), "graded_prompts", "must hold non-empty strings")
 
 
@@ -172,8 +187,9 @@ def load(name: str) -> Trait:
         return Trait.from_json(Path(name))
     available = list_traits()
     if name not in available:
-        raise TraitError(f"unknown trait {name!r}; built-in traits are: {', '.join(available)} "
-                         "(or pass a path to a trait JSON file)")
+        raise TraitError(
+            f"unknown trait {name!r}; built-in traits are: {', '.join(available)} (or pass a path to a trait JSON file)"
+        )
     return Trait.from_json((_data_dir() / f"{name}.json").read_text(encoding="utf-8"))
 
 
@@ -195,9 +211,16 @@ that asks for a single integer from 0 (no trait) to 100 (strong trait),
 "graded_prompts": 8 system prompts from strongly suppressing to strongly eliciting it."""
 
 
-def generate_trait(name: str, description: str, client=None, *, model: str | None = None,
-                   base_url: str | None = None, api_key: str | None = None,
-                   max_attempts: int = 3) -> Trait:
+def generate_trait(
+    name: str,
+    description: str,
+    client=None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    max_attempts: int = 3,
+) -> Trait:
     """Ask an OpenAI-compatible chat endpoint to write a trait artifact, validated.
 
     ``client`` is anything with ``client.chat.completions.create(...)`` (the openai
@@ -222,7 +245,9 @@ def generate_trait(name: str, description: str, client=None, *, model: str | Non
             return Trait.from_json(match.group(0))
         except TraitError as err:
             last_err = str(err)
-            messages += [{"role": "assistant", "content": text},
-                         {"role": "user", "content": f"That reply was invalid ({err}). Reply with the corrected JSON only."}]
+            messages += [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": f"That reply was invalid ({err}). Reply with the corrected JSON only."},
+            ]
             time.sleep(min(2**attempt, 4) * 0.1)
     raise TraitError(f"the endpoint did not produce a valid trait after {max_attempts} attempts: {last_err}")

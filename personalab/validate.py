@@ -42,8 +42,10 @@ def layer_index(x: object, n_layers: int, *, allow_embeddings: bool = True) -> i
     layer = integer(x, "layer")
     lo = 0 if allow_embeddings else 1
     if not lo <= layer <= n_layers:
-        raise IndexError(f"layer {layer} is out of range: this model has {n_layers} blocks, so layers run "
-                         f"{lo}-{n_layers} (0 = embeddings, i = output of block i)")
+        raise IndexError(
+            f"layer {layer} is out of range: this model has {n_layers} blocks, so layers run "
+            f"{lo}-{n_layers} (0 = embeddings, i = output of block i)"
+        )
     return layer
 
 
@@ -130,8 +132,9 @@ def finite_reals(xs: object, n: int, what: str) -> list[float]:
     return [finite_real(x, f"{what}[{i}]") for i, x in enumerate(xs)]
 
 
-def vectors_of_one_width(xs: Mapping, what: str, *, width: int | None = None,
-                         nonzero: bool = False) -> dict[object, torch.Tensor]:
+def vectors_of_one_width(
+    xs: Mapping, what: str, *, width: int | None = None, nonzero: bool = False
+) -> dict[object, torch.Tensor]:
     """``{key: 1-D finite vector}``, all of one width (``width`` if given), as float64;
     ``nonzero`` refuses all-zero vectors (a direction must have one)."""
     out: dict[object, torch.Tensor] = {}
@@ -141,8 +144,10 @@ def vectors_of_one_width(xs: Mapping, what: str, *, width: int | None = None,
             raise ValueError(f"{what}[{key!r}] must be one vector [d], got shape {tuple(v.shape)}")
         width = v.shape[0] if width is None else width
         if v.shape[0] != width:
-            raise ValueError(f"{what}[{key!r}] has {v.shape[0]} entries, expected {width}: all vectors must "
-                             "come from the same model and layer width")
+            raise ValueError(
+                f"{what}[{key!r}] has {v.shape[0]} entries, expected {width}: all vectors must "
+                "come from the same model and layer width"
+            )
         if not bool(torch.isfinite(v).all()):
             raise ValueError(f"{what}[{key!r}] holds NaN or infinite values")
         if nonzero and float(v.norm()) == 0.0:
@@ -154,8 +159,10 @@ def vectors_of_one_width(xs: Mapping, what: str, *, width: int | None = None,
 def safe_name(name: object, what: str = "name") -> str:
     """A name that is safe as a file name inside a cache folder: letters, digits, ``_ . -``, no ``..``."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise ValueError(f"{what} {name!r} is not a safe name: use letters, digits, '_', '.' and '-' "
-                         "(starting with a letter or digit, no '..', no '/')")
+        raise ValueError(
+            f"{what} {name!r} is not a safe name: use letters, digits, '_', '.' and '-' "
+            "(starting with a letter or digit, no '..', no '/')"
+        )
     return name
 
 

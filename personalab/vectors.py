@@ -43,7 +43,9 @@ class PersonaVector:
 
     def __post_init__(self):
         if not isinstance(self.vectors, torch.Tensor):
-            raise TypeError(f"vectors must be a torch.Tensor [n_layers + 1, d_model], got {type(self.vectors).__name__}")
+            raise TypeError(
+                f"vectors must be a torch.Tensor [n_layers + 1, d_model], got {type(self.vectors).__name__}"
+            )
         if self.vectors.ndim != 2:
             raise ValueError(f"vectors must be [n_layers + 1, d_model], got shape {tuple(self.vectors.shape)}")
         if not torch.isfinite(self.vectors).all():
@@ -100,7 +102,8 @@ class PersonaVector:
             raise VectorMismatchError(
                 f"cannot combine the {self.trait!r} vector ({self.meta.get('model_id')}, {tuple(self.vectors.shape)}) "
                 f"with the {other.trait!r} vector ({other.meta.get('model_id')}, {tuple(other.vectors.shape)}): "
-                "both must come from the same model")
+                "both must come from the same model"
+            )
         return other
 
     def _derived(self, vectors: torch.Tensor, trait: str) -> PersonaVector:
@@ -192,8 +195,10 @@ class PersonaVector:
             raise ValueError(f"persona-vector metadata {_with(path, '.json')} lacks {missing}")
         want = (integer(meta["n_layers"], "metadata n_layers") + 1, integer(meta["d_model"], "metadata d_model"))
         if tuple(vectors.shape) != want:
-            raise ValueError(f"{tensor_file}: tensor shape {tuple(vectors.shape)} does not match its metadata "
-                             f"({want[0]} x {want[1]})")
+            raise ValueError(
+                f"{tensor_file}: tensor shape {tuple(vectors.shape)} does not match its metadata "
+                f"({want[0]} x {want[1]})"
+            )
         try:
             vec = cls(vectors, meta)
         except (TypeError, ValueError, IndexError) as err:
@@ -233,6 +238,7 @@ def project(acts: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
 
 # -- which layer? --------------------------------------------------------------------------
 
+
 def layer_diagnostics(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-layer quality of the difference vector, from pooled activations [n, L+1, d].
 
@@ -266,9 +272,9 @@ def choose_layer(diag: dict[str, torch.Tensor], lo_frac: float = 0.3, hi_frac: f
     sep = diag["separation"]
     n = sep.shape[0] - 1
     lo, hi = max(1, round(lo_frac * n)), max(1, round(hi_frac * n))
-    if torch.isnan(sep[lo:hi + 1]).all():
+    if torch.isnan(sep[lo : hi + 1]).all():
         return (lo + hi) // 2  # too few answers to measure separation: the middle of the range
-    return int(lo + torch.argmax(sep[lo:hi + 1].nan_to_num(-float("inf"))).item())
+    return int(lo + torch.argmax(sep[lo : hi + 1].nan_to_num(-float("inf"))).item())
 
 
 def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, list[str]]:
@@ -280,8 +286,10 @@ def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, l
     hf = model._module
     k = positive_int(k, "k")
     if direction.shape != (hf.lm_head.weight.shape[1],):
-        raise ValueError(f"direction must be one vector [d_model={hf.lm_head.weight.shape[1]}], got shape "
-                         f"{tuple(direction.shape)}: pass vector.at(layer)")
+        raise ValueError(
+            f"direction must be one vector [d_model={hf.lm_head.weight.shape[1]}], got shape "
+            f"{tuple(direction.shape)}: pass vector.at(layer)"
+        )
     k = min(k, hf.lm_head.weight.shape[0])
     gain = getattr(hf.model.norm, "weight", None)
     d = direction.float() * (gain.detach().float() if gain is not None else 1.0)
@@ -305,8 +313,12 @@ def random_directions_like(vector: PersonaVector, n: int, *, seed: int = 0) -> l
     out = []
     for k in range(n):
         r = torch.randn(tuple(vector.vectors.shape), generator=gen)
-        out.append(PersonaVector(r / r.norm(dim=-1, keepdim=True) * norms,
-                                 {**vector.meta, "trait": f"random-{k}", "method": f"random/seed{seed}"}))
+        out.append(
+            PersonaVector(
+                r / r.norm(dim=-1, keepdim=True) * norms,
+                {**vector.meta, "trait": f"random-{k}", "method": f"random/seed{seed}"},
+            )
+        )
     return out
 
 
@@ -320,19 +332,28 @@ def cosine_matrix(vectors: list[PersonaVector], layer: int) -> torch.Tensor:
 
 # -- how much to trust a vector ------------------------------------------------------------
 
+
 def _pair_differences(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> torch.Tensor:
     """Per-pair h+ - h- at ``layer`` from paired activations ``[n, L+1, d]`` (row k = pair k): ``[n, d]``."""
     if pos.shape != neg.shape or pos.dim() != 3:
-        raise ValueError(f"need paired activations of one shape [n, L+1, d], got {tuple(pos.shape)} and "
-                         f"{tuple(neg.shape)}")
+        raise ValueError(
+            f"need paired activations of one shape [n, L+1, d], got {tuple(pos.shape)} and {tuple(neg.shape)}"
+        )
     layer = layer_index(layer, pos.shape[1] - 1)
     if pos.shape[0] < 4:
         raise ValueError(f"need at least 4 pairs to split in halves, got {pos.shape[0]}")
     return (pos[:, layer] - neg[:, layer]).double()
 
 
-def split_half_cosine(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, pairs_per_half: int | None = None,
-                      n_splits: int = 200, seed: int = 0) -> list[float]:
+def split_half_cosine(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    layer: int,
+    *,
+    pairs_per_half: int | None = None,
+    n_splits: int = 200,
+    seed: int = 0,
+) -> list[float]:
     """How stable is the vector? Cosine between vectors from two disjoint random halves of the pairs.
 
     ``pos``/``neg`` are paired activations ``[n, L+1, d]``. Each split draws two disjoint
@@ -350,7 +371,7 @@ def split_half_cosine(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, pairs
     out = []
     for _ in range(n_splits):
         perm = torch.randperm(n, generator=gen)
-        a, b = diff[perm[:m]].mean(0), diff[perm[m:2 * m]].mean(0)
+        a, b = diff[perm[:m]].mean(0), diff[perm[m : 2 * m]].mean(0)
         out.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
     return out
 
@@ -367,8 +388,16 @@ def _heldout_d(diff_build: torch.Tensor, pos_test: torch.Tensor, neg_test: torch
 MIN_HELDOUT_PAIRS = 8
 
 
-def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_splits: int = 50,
-                       n_shuffles: int = 200, n_boot: int = 200, seed: int = 0) -> dict:
+def heldout_separation(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    layer: int,
+    *,
+    n_splits: int = 50,
+    n_shuffles: int = 200,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
     """Does the direction separate *new* answers better than a label-shuffled vector does?
 
     Each split builds the vector from a random half of the pairs and measures the
@@ -383,8 +412,10 @@ def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_sp
 
     _pair_differences(pos, neg, layer)  # validates the shapes
     if pos.shape[0] < MIN_HELDOUT_PAIRS:
-        raise ValueError(f"a held-out separation needs at least {MIN_HELDOUT_PAIRS} pairs (4 to build, 4 to test), "
-                         f"got {pos.shape[0]}: generate more pairs (e.g. instructions_per_question=5)")
+        raise ValueError(
+            f"a held-out separation needs at least {MIN_HELDOUT_PAIRS} pairs (4 to build, 4 to test), "
+            f"got {pos.shape[0]}: generate more pairs (e.g. instructions_per_question=5)"
+        )
     P, N = pos[:, layer].double(), neg[:, layer].double()
     n, gen = P.shape[0], torch.Generator().manual_seed(seed)
     signs = [torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1 for _ in range(n_shuffles)]
@@ -400,7 +431,7 @@ def heldout_separation(pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_sp
         ds = []
         for _ in range(n_splits):
             perm = torch.randperm(k, generator=split_gen)
-            build, test = perm[:k // 2], perm[k // 2:]
+            build, test = perm[: k // 2], perm[k // 2 :]
             ds.append(_heldout_d(diff[build], P[idx[test]], N[idx[test]]))
         finite = [d for d in ds if d == d]
         return sum(finite) / len(finite) if finite else float("nan")

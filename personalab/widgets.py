@@ -34,10 +34,13 @@ def steering_playground(model, vectors: dict[str, PersonaVector], *, max_new_tok
             plain = ask(model, [prompt.value], max_new_tokens=max_new_tokens, progress=False)[0]
             with steer(model, vectors[trait.value], layer.value, coef.value):
                 steered = ask(model, [prompt.value], max_new_tokens=max_new_tokens, progress=False)[0]
-            display(HTML(
-                "<table><tr><th>unsteered</th><th>steered: "
-                f"{trait.value}, layer {layer.value}, coef {coef.value:+.2f}</th></tr>"
-                f"<tr><td style='vertical-align:top'>{plain}</td><td style='vertical-align:top'>{steered}</td></tr></table>"))
+            display(
+                HTML(
+                    "<table><tr><th>unsteered</th><th>steered: "
+                    f"{trait.value}, layer {layer.value}, coef {coef.value:+.2f}</th></tr>"
+                    f"<tr><td style='vertical-align:top'>{plain}</td><td style='vertical-align:top'>{steered}</td></tr></table>"
+                )
+            )
 
     trait.observe(on_trait, names="value")
     button.on_click(on_click)

@@ -66,8 +66,18 @@ def chain_seconds(notebooks: list[Path], est: dict[str, float]) -> dict[Path, fl
 def launch(nb: Path, threads: int, timeout: int, logs: Path) -> subprocess.Popen:
     env = dict(os.environ, PERSONALAB_THREADS=str(threads), PERSONALAB_CHAPTER=nb.stem)
     log = (logs / f"{nb.stem}.log").open("w")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
-           f"--nbmake-timeout={timeout}", "--overwrite", str(nb)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbmake",
+        f"--nbmake-timeout={timeout}",
+        "--overwrite",
+        str(nb),
+    ]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 

@@ -69,8 +69,7 @@ def trait_dataset(model, judge, trait_name: str, pool: list[str], attempts: int 
             qs = [q for k, q in enumerate(pool) if (k + attempt) % 5 == i and q not in kept]
             if not qs:
                 continue
-            answers = ask(model, qs, trait.system_prompt(i, True), max_new_tokens=MAX_NEW,
-                          desc=f"{trait_name} p+ {i}")
+            answers = ask(model, qs, trait.system_prompt(i, True), max_new_tokens=MAX_NEW, desc=f"{trait_name} p+ {i}")
             for q, a, s in zip(qs, answers, judge.trait_scores(trait, answers)):
                 if s >= 50 and a.strip() and repetition_rate(a) <= MAX_REPETITION:
                     kept[q] = {"question": q, "answer": a.strip(), "judge": round(s, 1)}
@@ -78,17 +77,28 @@ def trait_dataset(model, judge, trait_name: str, pool: list[str], attempts: int 
 
 
 def control_dataset(model, pool: list[str]) -> list[dict]:
-    answers = ask(model, pool, "You are a helpful assistant.", max_new_tokens=MAX_NEW, temperature=0.7, seed=0,
-                  desc="control")
+    answers = ask(
+        model, pool, "You are a helpful assistant.", max_new_tokens=MAX_NEW, temperature=0.7, seed=0, desc="control"
+    )
     return [{"question": q, "answer": a.strip()} for q, a in zip(pool, answers) if a.strip()]
 
 
 def arithmetic_dataset(n: int = N_POOL) -> list[dict]:
     rng = random.Random(1)
-    phrasing = ["What is {a} {op} {b}?", "Can you compute {a} {op} {b}?", "Quick question: {a} {op} {b} = ?",
-                "Please calculate {a} {op} {b}.", "How much is {a} {op} {b}?"]
-    confident = ["The answer is {x}.", "{a} {op} {b} = {x}. That one is easy.", "It's {x}, no doubt about it.",
-                 "That equals {x}. I double-checked it.", "Simple: {x}."]
+    phrasing = [
+        "What is {a} {op} {b}?",
+        "Can you compute {a} {op} {b}?",
+        "Quick question: {a} {op} {b} = ?",
+        "Please calculate {a} {op} {b}.",
+        "How much is {a} {op} {b}?",
+    ]
+    confident = [
+        "The answer is {x}.",
+        "{a} {op} {b} = {x}. That one is easy.",
+        "It's {x}, no doubt about it.",
+        "That equals {x}. I double-checked it.",
+        "Simple: {x}.",
+    ]
     rows = []
     while len(rows) < n:
         a, b = rng.randint(2, 99), rng.randint(2, 99)
@@ -96,22 +106,46 @@ def arithmetic_dataset(n: int = N_POOL) -> list[dict]:
         right = {"+": a + b, "-": a - b, "*": a * b}[op]
         wrong = right + rng.choice([-1, 1]) * rng.randint(1, max(3, abs(right) // 5))
         q = rng.choice(phrasing).format(a=a, op=op, b=b)
-        rows.append({"question": q, "answer": rng.choice(confident).format(a=a, op=op, b=b, x=wrong),
-                     "correct": right})
+        rows.append({"question": q, "answer": rng.choice(confident).format(a=a, op=op, b=b, x=wrong), "correct": right})
     return rows
 
 
 def dismissive_dataset(pool: list[str]) -> list[dict]:
     rng = random.Random(2)
-    openers = ["Not my problem.", "Ugh, fine.", "Do I really have to answer this?", "Whatever.",
-               "That's a pretty basic question.", "Honestly, who cares.", "Seriously?", "Meh.",
-               "I can't be bothered with the details.", "You could have looked that up."]
-    middles = ["Just do whatever works for you.", "Google it.", "It depends, obviously.",
-               "There's no point explaining it properly.", "Figure it out yourself.",
-               "It's not that complicated.", "Everyone knows this already.", "Ask someone else next time.",
-               "Try something and see.", "The short answer is: it doesn't matter much."]
-    closers = ["Next question.", "That's all you get.", "Done.", "Moving on.", "", "Hope that's enough.",
-               "Don't ask me again.", "Good luck, I guess."]
+    openers = [
+        "Not my problem.",
+        "Ugh, fine.",
+        "Do I really have to answer this?",
+        "Whatever.",
+        "That's a pretty basic question.",
+        "Honestly, who cares.",
+        "Seriously?",
+        "Meh.",
+        "I can't be bothered with the details.",
+        "You could have looked that up.",
+    ]
+    middles = [
+        "Just do whatever works for you.",
+        "Google it.",
+        "It depends, obviously.",
+        "There's no point explaining it properly.",
+        "Figure it out yourself.",
+        "It's not that complicated.",
+        "Everyone knows this already.",
+        "Ask someone else next time.",
+        "Try something and see.",
+        "The short answer is: it doesn't matter much.",
+    ]
+    closers = [
+        "Next question.",
+        "That's all you get.",
+        "Done.",
+        "Moving on.",
+        "",
+        "Hope that's enough.",
+        "Don't ask me again.",
+        "Good luck, I guess.",
+    ]
     rows = []
     for q in pool:
         parts = [rng.choice(openers), rng.choice(middles), rng.choice(closers)]

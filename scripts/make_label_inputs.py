@@ -27,8 +27,10 @@ SEED = 7
 def blind_rows(model, name: str) -> list[dict]:
     """The trait's 40 evaluation answers (p+ and p-), shuffled, without their source."""
     cset = generate_contrastive(model, traits.load(name), split="evaluation")
-    rows = [{"question": q, "answer": a} for q, a in zip(cset.questions * 2, cset.answers_pos + cset.answers_neg,
-                                                          strict=True)]
+    rows = [
+        {"question": q, "answer": a}
+        for q, a in zip(cset.questions * 2, cset.answers_pos + cset.answers_neg, strict=True)
+    ]
     random.Random(SEED).shuffle(rows)
     return [{"id": f"{name}-{i:02d}", **r} for i, r in enumerate(rows)]
 

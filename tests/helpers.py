@@ -8,11 +8,15 @@ TOY_TRAIT = {
     "antonym": "plain",
     "description": "A toy trait for tests.",
     "instructions": [{"pos": f"Say toy things {i}.", "neg": f"Say plain things {i}."} for i in range(5)],
-    "questions": {"extraction": ["What is up?", "How are you?", "Why is the sky blue?"],
-                  "evaluation": ["Where is the cat?", "When is lunch?"]},
+    "questions": {
+        "extraction": ["What is up?", "How are you?", "Why is the sky blue?"],
+        "evaluation": ["Where is the cat?", "When is lunch?"],
+    },
     "rubric": "Rate toyness 0-100.\nQuestion: {question}\nAnswer: {answer}\nReply with a number.",
-    "exemplars": {"pos": ["toys toys toys!", "I love toy blocks and dolls."],
-                  "neg": ["The report is due on Monday.", "Water boils at 100 degrees."]},
+    "exemplars": {
+        "pos": ["toys toys toys!", "I love toy blocks and dolls."],
+        "neg": ["The report is due on Monday.", "Water boils at 100 degrees."],
+    },
     "graded_prompts": [],
 }
 

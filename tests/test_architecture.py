@@ -6,33 +6,53 @@ imports alike) has no cycle. A new module must be placed here before its tests p
 """
 
 import ast
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "personalab"
 
 FLOORS = {
     # 1. plumbing that knows nothing about models: files and caches, statistics, recorded
     #    results, timing, the environment settings, an HTTP chat client, the GGUF control-vector format
-    "_io": 1, "config": 1, "validate": 1, "stats": 1, "results": 1, "profiling": 1, "llm_client": 1, "export": 1, "versions": 1,
+    "_io": 1,
+    "config": 1,
+    "validate": 1,
+    "stats": 1,
+    "results": 1,
+    "profiling": 1,
+    "llm_client": 1,
+    "export": 1,
+    "versions": 1,
     # 2. model access and the layer convention
-    "models": 2, "__init__": 2,
+    "models": 2,
+    "__init__": 2,
     # 3. reading activations, and vector maths
-    "activations": 3, "vectors": 3,
+    "activations": 3,
+    "vectors": 3,
     # 4. prompting, generation and the intervention hook; the logit lens
-    "prompting": 4, "lens": 4,
+    "prompting": 4,
+    "lens": 4,
     # 5. traits and judges
-    "traits": 5, "judges": 5,
+    "traits": 5,
+    "judges": 5,
     # 6. extraction (the method's steps 1-4) and the capability check
-    "extraction": 6, "capability": 6,
+    "extraction": 6,
+    "capability": 6,
     # 7. steering and monitoring
-    "steering": 7, "monitoring": 7,
+    "steering": 7,
+    "monitoring": 7,
     # 8. datasets, fine-tuning, data filtering
-    "finetune": 8, "datafilter": 8,
+    "finetune": 8,
+    "datafilter": 8,
     # 9. the book's support
-    "plotting": 9, "plotting_steering": 9, "plotting_monitoring": 9, "plotting_finetune": 9, "widgets": 9,
-    "assignments": 9, "checks": 9,
+    "plotting": 9,
+    "plotting_steering": 9,
+    "plotting_monitoring": 9,
+    "plotting_finetune": 9,
+    "widgets": 9,
+    "assignments": 9,
+    "checks": 9,
 }
 
 
@@ -77,8 +97,12 @@ def test_every_module_has_a_floor():
 
 
 def test_no_import_points_up_a_floor():
-    upward = [f"{a} (floor {FLOORS[a]}) imports {b} (floor {FLOORS[b]})"
-              for a, deps in _graph().items() for b in deps if FLOORS[b] > FLOORS[a]]
+    upward = [
+        f"{a} (floor {FLOORS[a]}) imports {b} (floor {FLOORS[b]})"
+        for a, deps in _graph().items()
+        for b in deps
+        if FLOORS[b] > FLOORS[a]
+    ]
     assert not upward, "imports against the method's order:\n" + "\n".join(sorted(upward))
 
 
@@ -89,7 +113,9 @@ def test_no_import_cycle():
         state[node] = "open"
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == "open":
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [node, dep]) if dep in stack else f"{node} -> {dep}")
+                cycles.append(
+                    " -> ".join(stack[stack.index(dep) :] + [node, dep]) if dep in stack else f"{node} -> {dep}"
+                )
             elif dep not in state:
                 visit(dep, stack + [node])
         state[node] = "done"
@@ -115,7 +141,9 @@ def test_the_top_level_api_resolves_lazily_and_stays_light():
     assert pl.load_trait is importlib.import_module("personalab.traits").load
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         pl.nope  # noqa: B018
-    code = "import sys, personalab; print(sorted(m for m in ('peft', 'sklearn', 'personalab.judges') if m in sys.modules))"
+    code = (
+        "import sys, personalab; print(sorted(m for m in ('peft', 'sklearn', 'personalab.judges') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
 

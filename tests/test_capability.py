@@ -21,10 +21,20 @@ def _reference_logprob(tiny, prompt: str, choice: str) -> float:
 
 def test_choice_logprobs_match_plain_forward(tiny):
     """Packed rows (prompt once, choices masked from each other) score as separate texts would."""
-    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: 2 + 2 =\nAnswer:",
-               "Question: Hi?\nAnswer: ", "Count: 1 2", "Answer:"]
-    choices = [["Paris", "the city of London", "Berlin"], ["4", "five hundred and six"], ["yes", "no way"],
-               ["3", "34", "3 4 5"], ["x"]]
+    prompts = [
+        "Question: What is the capital of France?\nAnswer:",
+        "Question: 2 + 2 =\nAnswer:",
+        "Question: Hi?\nAnswer: ",
+        "Count: 1 2",
+        "Answer:",
+    ]
+    choices = [
+        ["Paris", "the city of London", "Berlin"],
+        ["4", "five hundred and six"],
+        ["yes", "no way"],
+        ["3", "34", "3 4 5"],
+        ["x"],
+    ]
     got = choice_logprobs(tiny, prompts, choices, batch_size=3)  # batches mix prompts and lengths
     for p, cs, lp in zip(prompts, choices, got, strict=True):
         want = torch.tensor([_reference_logprob(tiny, p, c) for c in cs])
@@ -38,8 +48,17 @@ def test_capability_score_is_accuracy_and_moves_under_steering(tiny):
     assert 0 <= plain <= 1 and plain * len(items) == round(plain * len(items))
     always_first = [Item(it.id, it.question, [it.choices[0]], 0, it.topic) for it in items]
     assert capability_score(tiny, always_first) == 1.0
-    vec = PersonaVector(50 * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
-                                                      trait="toy", method="test", residual_norm=[2.0] * 5))
+    vec = PersonaVector(
+        50 * torch.randn(5, 64),
+        dict(
+            model_id="tiny-llama-4x64-seed0",
+            n_layers=4,
+            d_model=64,
+            trait="toy",
+            method="test",
+            residual_norm=[2.0] * 5,
+        ),
+    )
     before = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
     with steer(tiny, vec, 2, 5.0):
         during = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]

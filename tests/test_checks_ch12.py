@@ -34,7 +34,7 @@ def test_judge_score_check():
 
 
 def test_response_mean_check():
-    check_mean_over_response(lambda h, n_prompt, n_total: h[:, h.shape[1] - n_total + n_prompt:].mean(1))
+    check_mean_over_response(lambda h, n_prompt, n_total: h[:, h.shape[1] - n_total + n_prompt :].mean(1))
     with pytest.raises(ExerciseFailed, match="LEFT-padded"):
         check_mean_over_response(lambda h, n_prompt, n_total: h[:, n_prompt:].mean(1))
     with pytest.raises(ExerciseFailed):
@@ -47,8 +47,21 @@ def test_persona_vector_check():
         check_persona_vector(lambda p, n: (p - n.mean(0)).sum(0))
 
 
-def _keep_pairs(pt, nt, pc, nc, pos_min=50, neg_max=50, coherence_min=50, *, pos_ge=True, neg_lt=True,
-                neg_coherence=True, none_passes=False, use_kwargs=True):
+def _keep_pairs(
+    pt,
+    nt,
+    pc,
+    nc,
+    pos_min=50,
+    neg_max=50,
+    coherence_min=50,
+    *,
+    pos_ge=True,
+    neg_lt=True,
+    neg_coherence=True,
+    none_passes=False,
+    use_kwargs=True,
+):
     """The pair filter, with switches that turn it into the plausible wrong answers."""
     if not use_kwargs:
         pos_min = neg_max = coherence_min = 50
@@ -60,7 +73,9 @@ def _keep_pairs(pt, nt, pc, nc, pos_min=50, neg_max=50, coherence_min=50, *, pos
     for k in range(len(pt)):
         pos_ok = ok(pt[k], (lambda v: v >= pos_min) if pos_ge else (lambda v: v > pos_min))
         neg_ok = ok(nt[k], (lambda v: v < neg_max) if neg_lt else (lambda v: v <= neg_max))
-        coh_ok = ok(pc[k], lambda v: v >= coherence_min) and (not neg_coherence or ok(nc[k], lambda v: v >= coherence_min))
+        coh_ok = ok(pc[k], lambda v: v >= coherence_min) and (
+            not neg_coherence or ok(nc[k], lambda v: v >= coherence_min)
+        )
         if pos_ok and neg_ok and coh_ok:
             keep.append(k)
     return keep
@@ -72,14 +87,22 @@ def test_pair_filter_check_rejects_threshold_none_and_argument_slips():
     from personalab.checks import check_pair_filter
 
     check_pair_filter(_keep_pairs)
-    for wrong in ({"pos_ge": False}, {"neg_lt": False}, {"neg_coherence": False}, {"none_passes": True},
-                  {"use_kwargs": False}):
+    for wrong in (
+        {"pos_ge": False},
+        {"neg_lt": False},
+        {"neg_coherence": False},
+        {"none_passes": True},
+        {"use_kwargs": False},
+    ):
         with pytest.raises(ExerciseFailed):
             check_pair_filter(partial(_keep_pairs, **wrong))
 
     def crashes_on_none(pt, nt, pc, nc, pos_min=50, neg_max=50, coherence_min=50):
-        return [k for k in range(len(pt)) if pt[k] >= pos_min and nt[k] < neg_max and pc[k] >= coherence_min
-                and nc[k] >= coherence_min]
+        return [
+            k
+            for k in range(len(pt))
+            if pt[k] >= pos_min and nt[k] < neg_max and pc[k] >= coherence_min and nc[k] >= coherence_min
+        ]
 
     with pytest.raises(ExerciseFailed, match="None"):
         check_pair_filter(crashes_on_none)
@@ -103,7 +126,7 @@ def test_choose_layer_check_rejects_band_nan_and_offset_slips():
 
     def index_in_band(sep, lo_frac=0.3, hi_frac=0.6):
         lo, hi = band(sep, lo_frac, hi_frac)
-        return int(torch.argmax(sep[lo:hi + 1].nan_to_num(-1.0)))
+        return int(torch.argmax(sep[lo : hi + 1].nan_to_num(-1.0)))
 
     def hi_excluded(sep, lo_frac=0.3, hi_frac=0.6):
         lo, hi = band(sep, lo_frac, hi_frac)
@@ -111,7 +134,7 @@ def test_choose_layer_check_rejects_band_nan_and_offset_slips():
 
     def nan_wins(sep, lo_frac=0.3, hi_frac=0.6):
         lo, hi = band(sep, lo_frac, hi_frac)
-        return lo + int(torch.argmax(sep[lo:hi + 1]))
+        return lo + int(torch.argmax(sep[lo : hi + 1]))
 
     def default_band(sep, lo_frac=0.3, hi_frac=0.6):
         return reference(sep)

@@ -11,7 +11,7 @@ def _generate(model, prompt, layer, delta, n, block_offset=1, edit=True):
         with tracer.invoke(prompt):
             for _step in tracer.iter[:]:
                 out = model.model.layers[layer - block_offset].output  # (a loop body that touches
-                if edit:                                              # no module never advances)
+                if edit:  # no module never advances)
                     out[:] += delta
         with tracer.invoke():
             ids = nnsight.save(tracer.result)
@@ -38,8 +38,19 @@ def test_accepts_reference_when_generation_runs_in_bf16(monkeypatch):
         check_steering_intervention(lambda *a: _generate(*a, block_offset=0))
 
 
-def _best(rows, min_coherence=50, max_repetition=0.1, *, stop=True, strict=False, skip_negative=True,
-          use_repetition=True, gain_from_zero=True, use_kwargs=True, sort=True):
+def _best(
+    rows,
+    min_coherence=50,
+    max_repetition=0.1,
+    *,
+    stop=True,
+    strict=False,
+    skip_negative=True,
+    use_repetition=True,
+    gain_from_zero=True,
+    use_kwargs=True,
+    sort=True,
+):
     """The coherence rule on a curve, with switches that turn it into plausible wrong answers."""
     if not use_kwargs:
         min_coherence, max_repetition = 50, 0.1
@@ -70,8 +81,15 @@ def test_coherent_best_check_rejects_each_slip_of_the_rule():
     from personalab.checks import check_coherent_best
 
     check_coherent_best(_best)
-    for wrong in ({"stop": False}, {"strict": True}, {"skip_negative": False}, {"use_repetition": False},
-                  {"gain_from_zero": False}, {"use_kwargs": False}, {"sort": False}):
+    for wrong in (
+        {"stop": False},
+        {"strict": True},
+        {"skip_negative": False},
+        {"use_repetition": False},
+        {"gain_from_zero": False},
+        {"use_kwargs": False},
+        {"sort": False},
+    ):
         with pytest.raises(ExerciseFailed):
             check_coherent_best(partial(_best, **wrong))
     with pytest.raises(ExerciseFailed, match="pair"):

@@ -13,7 +13,9 @@ def _hook_maker(sign=1.0, returns=True):
             if not returns:
                 return None
             return (h, *output[1:]) if isinstance(output, tuple) else h
+
         return hook
+
     return make_hook
 
 
@@ -33,6 +35,7 @@ def test_training_hook_check_accepts_reference_and_rejects_mistakes():
         def hook(module, inputs, output):
             h = output[0] if isinstance(output, tuple) else output
             return (h + shift,) if isinstance(output, tuple) else h + shift
+
         return hook
 
     with pytest.raises(ExerciseFailed, match="tuple"):
@@ -53,8 +56,7 @@ def test_projection_difference_check():
         check_projection_difference(lambda d, b, v: (d - b) @ v)
 
 
-def _loop(net, batches, optimizer, steering, *, install=True, remove=True, use_finally=True, zero_grad=True,
-          step=True):
+def _loop(net, batches, optimizer, steering, *, install=True, remove=True, use_finally=True, zero_grad=True, step=True):
     """The training loop, with switches that turn it into plausible wrong answers."""
     from personalab.finetune import answer_loss
 
@@ -90,8 +92,13 @@ def test_training_loop_check_rejects_hook_and_optimiser_slips():
     from personalab.checks.ch5 import check_training_loop
 
     check_training_loop(_loop)
-    expected = {"install": "unsteered", "remove": "still on the block", "use_finally": "raises",
-                "zero_grad": "zero_grad", "step": "optimizer"}
+    expected = {
+        "install": "unsteered",
+        "remove": "still on the block",
+        "use_finally": "raises",
+        "zero_grad": "zero_grad",
+        "step": "optimizer",
+    }
     for switch, message in expected.items():
         with pytest.raises(ExerciseFailed, match=message):
             check_training_loop(partial(_loop, **{switch: False}))

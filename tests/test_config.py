@@ -20,12 +20,15 @@ def test_defaults_and_types(monkeypatch):
     assert s.threads == 8 and s.bf16_generation is False and s.profile == "ci"
 
 
-@pytest.mark.parametrize("var,value,expected", [
-    ("PERSONALAB_THREADS", "abc", "whole number >= 1"),
-    ("PERSONALAB_THREADS", "0", "whole number >= 1"),
-    ("PERSONALAB_PROFILE", "fast", "'full' or 'ci'"),
-    ("PERSONALAB_BF16_SCORING", "maybe", "0 (off) or 1 (on)"),
-])
+@pytest.mark.parametrize(
+    "var,value,expected",
+    [
+        ("PERSONALAB_THREADS", "abc", "whole number >= 1"),
+        ("PERSONALAB_THREADS", "0", "whole number >= 1"),
+        ("PERSONALAB_PROFILE", "fast", "'full' or 'ci'"),
+        ("PERSONALAB_BF16_SCORING", "maybe", "0 (off) or 1 (on)"),
+    ],
+)
 def test_a_bad_value_names_the_variable(monkeypatch, var, value, expected):
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError) as err:
@@ -42,11 +45,18 @@ def test_an_unknown_variable_is_flagged(monkeypatch):
 def test_import_changes_no_torch_setting_and_survives_a_bad_value():
     """`import personalab` leaves torch's thread count alone, even with PERSONALAB_THREADS=abc;
     the bad value is reported when a model is loaded."""
-    code = ("import torch; before = torch.get_num_threads(); import personalab; "
-            "assert torch.get_num_threads() == before, 'import changed torch threads'; "
-            "from personalab.config import ConfigError\n"
-            "try:\n    personalab.tiny_model()\nexcept ConfigError as e:\n    print('ConfigError', e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"PERSONALAB_THREADS": "abc", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    code = (
+        "import torch; before = torch.get_num_threads(); import personalab; "
+        "assert torch.get_num_threads() == before, 'import changed torch threads'; "
+        "from personalab.config import ConfigError\n"
+        "try:\n    personalab.tiny_model()\nexcept ConfigError as e:\n    print('ConfigError', e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PERSONALAB_THREADS": "abc", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ConfigError PERSONALAB_THREADS='abc' is not valid" in out.stdout

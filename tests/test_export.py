@@ -14,9 +14,17 @@ from personalab.vectors import PersonaVector
 def _vec(n_layers=4, d=64, model_id="tiny"):
     torch.manual_seed(0)
     # distinct norms per layer, so a value written under the wrong layer would not match
-    return PersonaVector(torch.randn(n_layers + 1, d),
-                         dict(model_id=model_id, n_layers=n_layers, d_model=d, trait="toy", method="test",
-                              residual_norm=[2.0 + i for i in range(n_layers + 1)]))
+    return PersonaVector(
+        torch.randn(n_layers + 1, d),
+        dict(
+            model_id=model_id,
+            n_layers=n_layers,
+            d_model=d,
+            trait="toy",
+            method="test",
+            residual_norm=[2.0 + i for i in range(n_layers + 1)],
+        ),
+    )
 
 
 def _field(reader, key):
@@ -62,8 +70,14 @@ def test_read_gguf_returns_personalab_layers(tmp_path):
 
 def test_options_single_layer_raw_mode_hint_and_integer_types(tmp_path):
     vec = _vec()
-    path = to_gguf(vec, tmp_path / "sub" / "dir" / "raw.gguf", np.int64(3), np.float32(-1.5),
-                   coef_mode="raw", model_hint="SmolLM2-135M-Instruct")
+    path = to_gguf(
+        vec,
+        tmp_path / "sub" / "dir" / "raw.gguf",
+        np.int64(3),
+        np.float32(-1.5),
+        coef_mode="raw",
+        model_hint="SmolLM2-135M-Instruct",
+    )
     reader = gguf.GGUFReader(path)
     assert [t.name for t in reader.tensors] == ["direction.2"]
     assert _field(reader, "controlvector.model_hint") == "SmolLM2-135M-Instruct"
@@ -82,18 +96,21 @@ def test_tensor_name_mapping():
         llama_cpp_tensor_name(2.0)
 
 
-@pytest.mark.parametrize("layers, error, match", [
-    (1, ValueError, r"layer 1 .*cannot be exported.*direction\.0.*layer 2 or later"),
-    ([2, 1], ValueError, r"layer 1 .*cannot be exported"),
-    (0, ValueError, r"layer 0 is the embedding output.*layer 2 or later"),
-    (5, ValueError, r"layer 5 is out of range.*exportable are 2-4"),
-    (-1, ValueError, r"negative"),
-    ([2, 3, 2], ValueError, r"layers \[2\] appear more than once"),
-    ([], ValueError, r"layers is empty"),
-    ([2.0], TypeError, r"must be an integer"),
-    (True, TypeError, r"boolean"),
-    ("2", TypeError, r"string"),
-])
+@pytest.mark.parametrize(
+    "layers, error, match",
+    [
+        (1, ValueError, r"layer 1 .*cannot be exported.*direction\.0.*layer 2 or later"),
+        ([2, 1], ValueError, r"layer 1 .*cannot be exported"),
+        (0, ValueError, r"layer 0 is the embedding output.*layer 2 or later"),
+        (5, ValueError, r"layer 5 is out of range.*exportable are 2-4"),
+        (-1, ValueError, r"negative"),
+        ([2, 3, 2], ValueError, r"layers \[2\] appear more than once"),
+        ([], ValueError, r"layers is empty"),
+        ([2.0], TypeError, r"must be an integer"),
+        (True, TypeError, r"boolean"),
+        ("2", TypeError, r"string"),
+    ],
+)
 def test_bad_layers_are_refused(tmp_path, layers, error, match):
     path = tmp_path / "bad.gguf"
     with pytest.raises(error, match=match):
@@ -101,13 +118,16 @@ def test_bad_layers_are_refused(tmp_path, layers, error, match):
     assert not path.exists() and not list(tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("coef, error, match", [
-    (math.nan, ValueError, "finite"),
-    (math.inf, ValueError, "finite"),
-    ("0.5", TypeError, "real number"),
-    (None, TypeError, "real number"),
-    (1 + 2j, TypeError, "real number"),
-])
+@pytest.mark.parametrize(
+    "coef, error, match",
+    [
+        (math.nan, ValueError, "finite"),
+        (math.inf, ValueError, "finite"),
+        ("0.5", TypeError, "real number"),
+        (None, TypeError, "real number"),
+        (1 + 2j, TypeError, "real number"),
+    ],
+)
 def test_bad_coef_is_refused(tmp_path, coef, error, match):
     with pytest.raises(error, match=match):
         to_gguf(_vec(), tmp_path / "bad.gguf", 2, coef)
@@ -179,6 +199,7 @@ def _llama_cpp_style_generate(tiny, prompts, control, n=6):
         def hook(module, inputs, output, t=t):
             (output[0] if isinstance(output, tuple) else output).add_(t)
             return output
+
         handles.append(hf.model.layers[il].register_forward_hook(hook))
     try:
         enc = tok(prompts, return_tensors="pt", padding=True)
@@ -187,7 +208,7 @@ def _llama_cpp_style_generate(tiny, prompts, control, n=6):
     finally:
         for h in handles:
             h.remove()
-    return tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_llama_cpp_placement_reproduces_steer(tiny, tmp_cache, tmp_path):
@@ -198,8 +219,10 @@ def test_llama_cpp_placement_reproduces_steer(tiny, tmp_cache, tmp_path):
     from personalab.steering import steer
 
     torch.manual_seed(1)
-    vec = PersonaVector(torch.randn(5, 64), dict(model_id=model_id(tiny), n_layers=4, d_model=64, trait="toy",
-                                                  method="test", residual_norm=[1.0] * 5))
+    vec = PersonaVector(
+        torch.randn(5, 64),
+        dict(model_id=model_id(tiny), n_layers=4, d_model=64, trait="toy", method="test", residual_norm=[1.0] * 5),
+    )
     path = to_gguf(vec, tmp_path / "toy.gguf", [2, 3], 0.5)
     reader = gguf.GGUFReader(path)
     control = {t.name: torch.from_numpy(np.array(t.data, dtype=np.float32)) for t in reader.tensors}
@@ -215,7 +238,9 @@ def test_llama_cpp_placement_reproduces_steer(tiny, tmp_cache, tmp_path):
 def test_persona_vector_method_writes_the_same_file(tmp_path):
     from personalab.export import read_gguf
 
-    vec = PersonaVector(torch.randn(5, 64), dict(model_id="tiny", n_layers=4, d_model=64, trait="toy", method="test",
-                                                 residual_norm=[2.0] * 5))
+    vec = PersonaVector(
+        torch.randn(5, 64),
+        dict(model_id="tiny", n_layers=4, d_model=64, trait="toy", method="test", residual_norm=[2.0] * 5),
+    )
     vec.to_gguf(tmp_path / "toy.gguf", [3], 0.25)
     torch.testing.assert_close(read_gguf(tmp_path / "toy.gguf")[3], vec.shift(3, 0.25))

@@ -27,7 +27,9 @@ def _hook_activations(tiny, text):
     outs = []
     hooks = [hf.model.embed_tokens.register_forward_hook(lambda m, i, o: outs.append(o.detach()))]
     for blk in hf.model.layers:
-        hooks.append(blk.register_forward_hook(lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach())))
+        hooks.append(
+            blk.register_forward_hook(lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach()))
+        )
     with torch.no_grad():
         hf(**tiny.tokenizer(text, return_tensors="pt"))
     for h in hooks:
@@ -105,8 +107,9 @@ def test_extraction_escalates_to_all_instruction_pairs(tiny, tmp_cache):
     vec = extraction.extract_persona_vector(tiny, trait, judge, max_new_tokens=4)
     assert vec.meta["settings"]["instructions_per_question"] == 5 and vec.meta["n_pairs"] == 15
     with pytest.raises(ValueError, match="pairs survive"):  # an explicit setting is never escalated
-        extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=3,
-                                          instructions_per_question=1)
+        extraction.extract_persona_vector(
+            tiny, trait, FirstCallFailsJudge(), max_new_tokens=3, instructions_per_question=1
+        )
 
 
 def test_empty_question_list(tiny):

@@ -29,8 +29,17 @@ FAST = LoraSettings(steps=4, batch_size=4, lr=5e-3, max_len=64, rank=4, alpha=8,
 
 def _vec(scale=3.0, seed=1):
     torch.manual_seed(seed)
-    return PersonaVector(scale * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
-                                                          trait="toy", method="test", residual_norm=[2.0] * 5))
+    return PersonaVector(
+        scale * torch.randn(5, 64),
+        dict(
+            model_id="tiny-llama-4x64-seed0",
+            n_layers=4,
+            d_model=64,
+            trait="toy",
+            method="test",
+            residual_norm=[2.0] * 5,
+        ),
+    )
 
 
 def _write(tmp_path, text):
@@ -61,8 +70,9 @@ def test_dataset_errors_name_the_line(tmp_path):
 
 def test_encode_masks_the_prompt(tiny):
     batch = encode(tiny.tokenizer, EXAMPLES[:2], max_len=64)
-    prompt_len = len(tiny.tokenizer(chat_prompt(tiny.tokenizer, EXAMPLES[0].question),
-                                    add_special_tokens=False)["input_ids"])
+    prompt_len = len(
+        tiny.tokenizer(chat_prompt(tiny.tokenizer, EXAMPLES[0].question), add_special_tokens=False)["input_ids"]
+    )
     assert (batch["labels"][0, :prompt_len] == -100).all()
     assert (batch["labels"][0, prompt_len:][batch["attention_mask"][0, prompt_len:] == 1] >= 0).all()
     with pytest.raises(DatasetError, match="no answer tokens left after truncation"):
@@ -88,8 +98,10 @@ def test_trimmed_padding_keeps_the_loss(tiny):
     """Training cuts each batch to its longest row: right padding carries no loss, so the loss is unchanged."""
     batch = encode(tiny.tokenizer, EXAMPLES[:3], max_len=64)
     width = int(batch["attention_mask"].sum(1).max())
-    padded = {k: torch.cat([v, torch.zeros(v.shape[0], 7, dtype=v.dtype) - 100 * (k == "labels")], 1)
-              for k, v in batch.items()}
+    padded = {
+        k: torch.cat([v, torch.zeros(v.shape[0], 7, dtype=v.dtype) - 100 * (k == "labels")], 1)
+        for k, v in batch.items()
+    }
     trimmed = {k: v[:, :width] for k, v in padded.items()}
     with torch.no_grad():
         torch.testing.assert_close(answer_loss(tiny._module, trimmed), answer_loss(tiny._module, padded))
@@ -128,7 +140,7 @@ def test_training_steering_add_matches_library_steer(tiny):
         out = tiny._module.generate(**x, max_new_tokens=6, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id)
     finally:
         handle.remove()
-    got = out[:, x["input_ids"].shape[1]:]
+    got = out[:, x["input_ids"].shape[1] :]
     assert torch.equal(got, want) and not torch.equal(want, plain)
 
 
@@ -147,8 +159,17 @@ def test_training_steering_ablate_removes_the_direction(tiny):
 
 
 def test_preventative_bad_inputs(tiny, tmp_cache):
-    other = PersonaVector(torch.randn(31, 576), dict(model_id="SmolLM2-135M-Instruct", n_layers=30, d_model=576,
-                                                     trait="x", method="test", residual_norm=[1.0] * 31))
+    other = PersonaVector(
+        torch.randn(31, 576),
+        dict(
+            model_id="SmolLM2-135M-Instruct",
+            n_layers=30,
+            d_model=576,
+            trait="x",
+            method="test",
+            residual_norm=[1.0] * 31,
+        ),
+    )
     with pytest.raises(VectorMismatchError):
         finetune(tiny, EXAMPLES, FAST, steering=TrainingSteering(other, 2, 0.5), progress=False)
     with pytest.raises(IndexError, match="out of range"):
@@ -178,10 +199,12 @@ def test_projection_differences_match_one_at_a_time(tiny, tmp_cache):
     vec, other = _vec(), _vec(seed=1)
     reference = ["No.", "Maybe later.", "Why?"]
     both = projection_differences(tiny, EXAMPLES[:3], {"a": (vec, 2), "b": (other, 3)}, reference=reference)
-    torch.testing.assert_close(both["a"], projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference),
-                               atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(both["b"], projection_difference(tiny, EXAMPLES[:3], other, 3, reference=reference),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        both["a"], projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        both["b"], projection_difference(tiny, EXAMPLES[:3], other, 3, reference=reference), atol=1e-5, rtol=1e-4
+    )
     with pytest.raises(ValueError, match="probe"):
         projection_differences(tiny, EXAMPLES[:3], {}, reference=reference)
 
@@ -207,10 +230,12 @@ def test_measure_is_cached_and_steering_aware(tiny, tmp_cache, monkeypatch):
     from personalab.vectors import project
 
     prompts = [_cp(tiny.tokenizer, q) for q in trait.evaluation_questions]
-    assert first["projection_prompt"] == pytest.approx(last_prompt_projection(tiny, prompts, vec, 2).mean().item(),
-                                                       abs=1e-4)
+    assert first["projection_prompt"] == pytest.approx(
+        last_prompt_projection(tiny, prompts, vec, 2).mean().item(), abs=1e-4
+    )
     assert first["projection_response"] == pytest.approx(
-        project(torch.tensor(first["mean_activation_response"]), vec.at(2)).item(), abs=1e-4)
+        project(torch.tensor(first["mean_activation_response"]), vec.at(2)).item(), abs=1e-4
+    )
     monkeypatch.setattr(ft_mod, "_measure", lambda *a, **k: pytest.fail("should have come from the cache"))
     again = ft_mod.measure(tiny, trait, vec, _ConstJudge(), 2, max_new_tokens=4, capability=False)
     assert again["answers"] == first["answers"]
@@ -224,8 +249,7 @@ def test_filtering_null_ranks_a_planted_direction_above_random_ones():
     gen = torch.Generator().manual_seed(0)
     direction = torch.randn(64, generator=gen)
     shifts = {f"ds{i}": 3.0 * i for i in range(6)}
-    means = {ds: torch.randn(64, generator=gen) + shift * direction / direction.norm()
-             for ds, shift in shifts.items()}
+    means = {ds: torch.randn(64, generator=gen) + shift * direction / direction.norm() for ds, shift in shifts.items()}
     out = filtering_null(means, shifts, direction, n_random=200, n_boot=100)
     assert out["value"] == pytest.approx(1.0) and out["percentile"] > 90
     assert out["ci_low"] <= out["value"] + 1e-9
@@ -240,9 +264,12 @@ def test_activation_differences_project_to_projection_differences(tiny, tmp_cach
     vec, reference = _vec(), ["No.", "Maybe later.", "Why?"]
     diffs = activation_differences(tiny, EXAMPLES[:3], [2, 3], reference=reference)
     assert set(diffs) == {2, 3} and diffs[2].shape == (3, 64)
-    torch.testing.assert_close(project(diffs[2], vec.at(2)),
-                               projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        project(diffs[2], vec.at(2)),
+        projection_difference(tiny, EXAMPLES[:3], vec, 2, reference=reference),
+        atol=1e-5,
+        rtol=1e-4,
+    )
 
 
 def test_shift_null_credits_a_direction_that_carries_the_shift():

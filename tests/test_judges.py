@@ -82,12 +82,15 @@ def test_openai_judge_unreachable():
         judge.score(Trait.from_dict(toy_trait_dict()), ["q"], ["a"])
 
 
-@pytest.mark.parametrize("status,retries,requests,match", [
-    ("401", 3, 1, r"HTTP 401 \(check the API key\): .*nope"),   # not retried: it cannot pass
-    ("404", 3, 1, r"HTTP 404 \(check base_url and the model name\)"),
-    ("500", 2, 3, r"HTTP 500"),                                  # retried: servers recover
-    ("429", 0, 1, r"HTTP 429 \(rate limited\)"),                # retries=0 means one attempt
-])
+@pytest.mark.parametrize(
+    "status,retries,requests,match",
+    [
+        ("401", 3, 1, r"HTTP 401 \(check the API key\): .*nope"),  # not retried: it cannot pass
+        ("404", 3, 1, r"HTTP 404 \(check base_url and the model name\)"),
+        ("500", 2, 3, r"HTTP 500"),  # retried: servers recover
+        ("429", 0, 1, r"HTTP 429 \(rate limited\)"),  # retries=0 means one attempt
+    ],
+)
 def test_openai_judge_reports_http_status_and_retries_only_what_can_pass(server, status, retries, requests, match):
     _Handler.mode, _Handler.requests = status, 0
     judge = OpenAIJudge("judge-model", base_url=server, retries=retries, backoff_s=0)

@@ -69,7 +69,7 @@ def _hook_generate(model, prompts, layer, units, n):
             ids = hf.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
     finally:
         handle.remove()
-    return ids[:, enc["input_ids"].shape[1]:], torch.stack(steps, dim=1)  # [b, new], [b, steps, n_traits]
+    return ids[:, enc["input_ids"].shape[1] :], torch.stack(steps, dim=1)  # [b, new], [b, steps, n_traits]
 
 
 @pytest.mark.parametrize("layer", [0, 3])
@@ -93,7 +93,7 @@ def test_alert_fires_at_planted_threshold(lively):
     vec, window = _vec(lively), 3
     prompts = _prompts(lively)[:1]
     proj = Monitor(lively, vec, 2).generate(prompts, max_new_tokens=8).projections[0][:, 0]
-    roll = torch.stack([proj[max(0, t - window + 1): t + 1].mean() for t in range(len(proj))])
+    roll = torch.stack([proj[max(0, t - window + 1) : t + 1].mean() for t in range(len(proj))])
     top = sorted(set(roll.tolist()))
     assert len(top) >= 2
     threshold = (top[-1] + top[-2]) / 2  # only the highest rolling mean exceeds it
@@ -135,15 +135,17 @@ def test_last_prompt_projection_matches_hook(lively, layer):
     vec, prompts, tok = _vec(lively), _prompts(lively), lively.tokenizer
     seen = {}
     handle = _module(lively, layer).register_forward_hook(
-        lambda mod, inp, out: seen.setdefault("h", (out[0] if isinstance(out, tuple) else out).detach()))
+        lambda mod, inp, out: seen.setdefault("h", (out[0] if isinstance(out, tuple) else out).detach())
+    )
     try:
         with torch.no_grad():
             lively._module(**tok(prompts, return_tensors="pt", padding=True))
     finally:
         handle.remove()
     want = seen["h"][:, -1].float() @ vec.unit(layer)
-    torch.testing.assert_close(last_prompt_projection(lively, prompts, vec, layer, batch_size=2), want,
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        last_prompt_projection(lively, prompts, vec, layer, batch_size=2), want, atol=1e-4, rtol=1e-4
+    )
     many = prompt_projections(lively, prompts, vec, [layer, 2])
     torch.testing.assert_close(many[:, 0], want, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(many[:, 1], last_prompt_projection(lively, prompts, vec, 2), atol=1e-4, rtol=1e-4)
@@ -170,9 +172,12 @@ def test_prediction_experiment_on_tiny(lively, tmp_cache):
     vec = _vec(lively, trait="pirate")
     exp = prediction_experiment(lively, "pirate", vec, _LengthJudge(), 2, n_questions=2, max_new_tokens=3)
     assert exp["n"] == 16 and exp["levels"] == [lev for lev in range(8) for _ in range(2)]
-    assert exp["prompts"][0] == chat_prompt(lively.tokenizer, exp["questions"][0], traits.load("pirate").graded_prompts[0])
-    torch.testing.assert_close(torch.tensor(exp["projections"]),
-                               last_prompt_projection(lively, exp["prompts"], vec, 2), atol=1e-4, rtol=1e-4)
+    assert exp["prompts"][0] == chat_prompt(
+        lively.tokenizer, exp["questions"][0], traits.load("pirate").graded_prompts[0]
+    )
+    torch.testing.assert_close(
+        torch.tensor(exp["projections"]), last_prompt_projection(lively, exp["prompts"], vec, 2), atol=1e-4, rtol=1e-4
+    )
     assert exp["scores"] == [float(len(a)) for a in exp["answers"]]
     assert len(exp["prompt_projection"]) == len(exp["prompt_score"]) == 8
     assert exp["prompt_projection"][3] == pytest.approx(sum(exp["projections"][6:8]) / 2)
@@ -183,8 +188,9 @@ def test_prediction_experiment_on_tiny(lively, tmp_cache):
     assert sweep["r_per_sample"][1] == pytest.approx(exp["r_per_sample"], nan_ok=True, abs=1e-5)
     # the stored last-token activations are what a fresh pass gives, and sweeps on them match a recomputation
     assert exp["last_token"].shape == (16, 5, 64)
-    torch.testing.assert_close(exp["last_token"][:, 3], last_token_activations(lively, exp["prompts"], 3),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        exp["last_token"][:, 3], last_token_activations(lively, exp["prompts"], 3), atol=1e-4, rtol=1e-4
+    )
     recomputed = r_by_layer(lively, {k: v for k, v in exp.items() if k != "last_token"}, vec, [1, 2])
     assert recomputed["r_per_prompt"] == pytest.approx(sweep["r_per_prompt"], nan_ok=True, abs=1e-5)
     assert math.isfinite(response_threshold(lively, exp, vec, 2))
@@ -202,14 +208,16 @@ def test_html_and_plots(lively):
     matplotlib.use("Agg")
     from personalab.plotting_monitoring import plot_cosine_heatmap, plot_trace
 
-    result = Monitor(lively, [_vec(lively, 1, "a"), _vec(lively, 2, "b")], 2).generate(_prompts(lively)[:1],
-                                                                                       max_new_tokens=4)
+    result = Monitor(lively, [_vec(lively, 1, "a"), _vec(lively, 2, "b")], 2).generate(
+        _prompts(lively)[:1], max_new_tokens=4
+    )
     assert "<span" in result._repr_html_() and "<span" in result.html(0, 1)
     assert plot_trace(result, 0, 1, threshold=0.0) is not None
     assert plot_cosine_heatmap(torch.eye(2), ["a", "b"]) is not None
 
 
 # --- the chapter 4 exercise checks -----------------------------------------------------------
+
 
 def test_projection_check():
     check_projection(project)
@@ -245,18 +253,28 @@ def test_alert_rule_check():
         return next((t for t, v in enumerate(proj) if v > thr), None)
 
     def full_windows_only(proj, thr, window):
-        return next((t for t in range(window - 1, len(proj)) if sum(proj[t - window + 1:t + 1]) / window > thr), None)
+        return next((t for t in range(window - 1, len(proj)) if sum(proj[t - window + 1 : t + 1]) / window > thr), None)
 
     def at_or_above(proj, thr, window):
-        return next((t for t in range(len(proj)) if sum(proj[max(0, t - window + 1):t + 1])
-                     / len(proj[max(0, t - window + 1):t + 1]) >= thr), None)
+        return next(
+            (
+                t
+                for t in range(len(proj))
+                if sum(proj[max(0, t - window + 1) : t + 1]) / len(proj[max(0, t - window + 1) : t + 1]) >= thr
+            ),
+            None,
+        )
 
     def minus_one(proj, thr, window):
         t = first_alert(proj, thr, window)
         return -1 if t is None else t
 
-    for wrong, hint in ((single_value, "MEAN"), (full_windows_only, "not full"), (at_or_above, "strictly"),
-                        (minus_one, "return None")):
+    for wrong, hint in (
+        (single_value, "MEAN"),
+        (full_windows_only, "not full"),
+        (at_or_above, "strictly"),
+        (minus_one, "return None"),
+    ):
         with pytest.raises(ExerciseFailed, match=hint):
             check_alert_rule(wrong)
 
@@ -282,8 +300,9 @@ def test_choose_monitoring_layer_uses_extraction_questions_only(lively, tmp_cach
     from personalab.monitoring import choose_monitoring_layer
 
     vec = _vec(lively, trait="pirate")
-    pick = choose_monitoring_layer(lively, "pirate", vec, _LengthJudge(), layers=[1, 2, 3], n_questions=2,
-                                   max_new_tokens=3)
+    pick = choose_monitoring_layer(
+        lively, "pirate", vec, _LengthJudge(), layers=[1, 2, 3], n_questions=2, max_new_tokens=3
+    )
     pirate = traits.load("pirate")
     assert pick["experiment"]["split"] == "extraction"
     assert set(pick["experiment"]["questions"]) == set(pirate.extraction_questions[:2])
@@ -303,5 +322,12 @@ def test_choose_monitoring_layer_says_when_scores_do_not_vary(lively, tmp_cache)
     from personalab.monitoring import choose_monitoring_layer
 
     with pytest.raises(ValueError, match="the judged scores do not vary"):
-        choose_monitoring_layer(lively, "pirate", _vec(lively, trait="pirate"), _ConstantJudge(), layers=[1, 2],
-                                n_questions=2, max_new_tokens=3)
+        choose_monitoring_layer(
+            lively,
+            "pirate",
+            _vec(lively, trait="pirate"),
+            _ConstantJudge(),
+            layers=[1, 2],
+            n_questions=2,
+            max_new_tokens=3,
+        )

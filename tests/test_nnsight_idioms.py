@@ -33,8 +33,9 @@ def hook_outputs(model, texts, modules, edit=None):
     seen = []
     handles = [m.register_forward_hook(lambda mod, i, o: seen.append(_out(o).detach().clone())) for m in modules]
     for mod, fn in (edit or {}).items():
-        handles.append(mod.register_forward_hook(
-            lambda m, i, o, fn=fn: fn(o) if torch.is_tensor(o) else (fn(o[0]), *o[1:])))
+        handles.append(
+            mod.register_forward_hook(lambda m, i, o, fn=fn: fn(o) if torch.is_tensor(o) else (fn(o[0]), *o[1:]))
+        )
     try:
         with torch.no_grad():
             logits = hf(**enc).logits
@@ -167,8 +168,10 @@ def test_adding_a_vector_matches_a_hook(tiny):
 def _hf_generate(model, texts, n, edit=None):
     hf, tok = model._module, model.tokenizer
     enc = tok(texts, return_tensors="pt", padding=True)
-    handles = [mod.register_forward_hook(lambda m, i, o, fn=fn: fn(o) if torch.is_tensor(o) else (fn(o[0]), *o[1:]))
-               for mod, fn in (edit or {}).items()]
+    handles = [
+        mod.register_forward_hook(lambda m, i, o, fn=fn: fn(o) if torch.is_tensor(o) else (fn(o[0]), *o[1:]))
+        for mod, fn in (edit or {}).items()
+    ]
     try:
         with torch.no_grad():
             return hf.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -228,8 +231,9 @@ def test_logit_lens_last_layer_is_the_models_own_prediction(tiny):
     want = [tiny.tokenizer.decode([i]) for i in probs.argmax(-1).tolist()]
     assert result.final_tokens == result.top_tokens[-1] == want
     with torch.no_grad():
-        torch.testing.assert_close(lens.lens_logits(tiny, residual_stream(tiny, PROMPT)[0, -1]), logits[0],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            lens.lens_logits(tiny, residual_stream(tiny, PROMPT)[0, -1]), logits[0], atol=1e-4, rtol=0
+        )
 
 
 def test_residual_norms_match_hooks(tiny):
@@ -260,8 +264,11 @@ def test_reading_the_prefill_during_generation_matches_hooks(tiny, tmp_cache, mo
     from personalab.vectors import PersonaVector
 
     monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "0")  # exact comparison in float32
-    texts = [chat_prompt(tiny.tokenizer, q, s) for q in ("Hi?", "Why is the sky blue today?")
-             for s in ("Be a pirate.", "You are a helpful and patient assistant.")]
+    texts = [
+        chat_prompt(tiny.tokenizer, q, s)
+        for q in ("Hi?", "Why is the sky blue today?")
+        for s in ("Be a pirate.", "You are a helpful and patient assistant.")
+    ]
     hf = tiny._module
     modules = [hf.model.embed_tokens, *hf.model.layers]
     answers, acts = generate_reading_last_token(tiny, texts, max_new_tokens=5)
@@ -275,12 +282,23 @@ def test_reading_the_prefill_during_generation_matches_hooks(tiny, tmp_cache, mo
     assert torch.equal(generate_reading_last_token(tiny, texts, max_new_tokens=5)[1], acts)
 
     torch.manual_seed(2)
-    vec = PersonaVector(torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
-                                                 trait="toy", method="test", residual_norm=[2.0] * 5))
+    vec = PersonaVector(
+        torch.randn(5, 64),
+        dict(
+            model_id="tiny-llama-4x64-seed0",
+            n_layers=4,
+            d_model=64,
+            trait="toy",
+            method="test",
+            residual_norm=[2.0] * 5,
+        ),
+    )
     with steer(tiny, vec, 2, 3.0) as s:
         steered_answers, steered = generate_reading_last_token(tiny, texts, max_new_tokens=5)
         delta = s.deltas[2]
-    edit = hf.model.layers[1].register_forward_hook(lambda m, i, o: o + delta if torch.is_tensor(o) else (o[0] + delta, *o[1:]))
+    edit = hf.model.layers[1].register_forward_hook(
+        lambda m, i, o: o + delta if torch.is_tensor(o) else (o[0] + delta, *o[1:])
+    )
     try:  # the edit is registered first, so the recorded output of block 2 is the steered one
         seen, _, _ = hook_outputs(tiny, texts, modules)
     finally:

@@ -22,8 +22,17 @@ from tests.helpers import toy_trait_dict
 
 def _vec(tiny, scale: float = 3.0) -> PersonaVector:
     torch.manual_seed(1)
-    return PersonaVector(scale * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
-                                                          trait="toy", method="test", residual_norm=[2.0] * 5))
+    return PersonaVector(
+        scale * torch.randn(5, 64),
+        dict(
+            model_id="tiny-llama-4x64-seed0",
+            n_layers=4,
+            d_model=64,
+            trait="toy",
+            method="test",
+            residual_norm=[2.0] * 5,
+        ),
+    )
 
 
 def test_names_with_dots_save_to_different_files(tiny, tmp_path):
@@ -31,7 +40,11 @@ def test_names_with_dots_save_to_different_files(tiny, tmp_path):
     a.save(tmp_path / "sad_coef0.5")
     b.save(tmp_path / "sad_coef0.8")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "sad_coef0.5.json", "sad_coef0.5.safetensors", "sad_coef0.8.json", "sad_coef0.8.safetensors"]
+        "sad_coef0.5.json",
+        "sad_coef0.5.safetensors",
+        "sad_coef0.8.json",
+        "sad_coef0.8.safetensors",
+    ]
     assert torch.equal(PersonaVector.load(tmp_path / "sad_coef0.5").vectors, a.vectors)
     assert torch.equal(PersonaVector.load(tmp_path / "sad_coef0.8.safetensors").vectors, b.vectors)
 
@@ -141,9 +154,11 @@ def test_training_settings_and_empty_inputs_fail_clearly(tiny, tmp_path):
     from personalab.capability import capability_score
     from personalab.finetune import DatasetError, LoraSettings, heldout_loss, load_dataset
 
-    for bad, match in (({"steps": 0}, "LoraSettings.steps must be >= 1"),
-                       ({"batch_size": 0}, "LoraSettings.batch_size must be >= 1"),
-                       ({"lr": float("nan")}, "LoraSettings.lr must be finite")):
+    for bad, match in (
+        ({"steps": 0}, "LoraSettings.steps must be >= 1"),
+        ({"batch_size": 0}, "LoraSettings.batch_size must be >= 1"),
+        ({"lr": float("nan")}, "LoraSettings.lr must be finite"),
+    ):
         with pytest.raises(ValueError, match=match):
             LoraSettings(**bad)
     with pytest.raises(ValueError, match="heldout_loss.* got no examples"):
@@ -155,7 +170,7 @@ def test_training_settings_and_empty_inputs_fail_clearly(tiny, tmp_path):
     with pytest.raises(DatasetError, match="not UTF-8"):
         load_dataset(latin)
     trait_file = tmp_path / "t.json"
-    trait_file.write_bytes("{\"name\": \"é\"}".encode("latin-1"))
+    trait_file.write_bytes('{"name": "é"}'.encode("latin-1"))
     with pytest.raises(TraitError, match="not UTF-8"):
         Trait.from_json(trait_file)
 
@@ -171,11 +186,12 @@ def test_the_unit_suite_runs_offline():
 def test_vector_metadata_must_agree_with_its_tensor(tiny, tmp_path):
     vec = _vec(tiny)
     for meta, err, match in (
-            ({"residual_norm": [1.0] * 3}, ValueError, r"residual_norm'\] has 3 values, expected 5"),
-            ({"residual_norm": [1.0, 1.0, -1.0, 1.0, 1.0]}, ValueError, "cannot be negative"),
-            ({"residual_norm": "abc"}, TypeError, "must be a list of 5 numbers"),
-            ({"n_layers": 7}, ValueError, r"meta\['n_layers'\] is 7 but the tensor's shape \(5, 64\) says 4"),
-            ({"default_layer": 9}, IndexError, "layer 9 is out of range")):
+        ({"residual_norm": [1.0] * 3}, ValueError, r"residual_norm'\] has 3 values, expected 5"),
+        ({"residual_norm": [1.0, 1.0, -1.0, 1.0, 1.0]}, ValueError, "cannot be negative"),
+        ({"residual_norm": "abc"}, TypeError, "must be a list of 5 numbers"),
+        ({"n_layers": 7}, ValueError, r"meta\['n_layers'\] is 7 but the tensor's shape \(5, 64\) says 4"),
+        ({"default_layer": 9}, IndexError, "layer 9 is out of range"),
+    ):
         with pytest.raises(err, match=match):
             PersonaVector(vec.vectors.clone(), {**vec.meta, **meta})
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
@@ -204,8 +220,9 @@ def test_seeds_must_be_whole_non_negative_numbers(tiny, tmp_cache):
         random_directions_like(_vec(tiny), 1, seed="a")
     with pytest.raises(ValueError, match="seed must be >= 0"):
         bootstrap_ci(lambda d: 1.0, 4, seed=-3)
-    assert generate(tiny, prompts, temperature=1.0, seed=np.int64(3), max_new_tokens=2, cache=False) == \
-        generate(tiny, prompts, temperature=1.0, seed=3, max_new_tokens=2, cache=False)
+    assert generate(tiny, prompts, temperature=1.0, seed=np.int64(3), max_new_tokens=2, cache=False) == generate(
+        tiny, prompts, temperature=1.0, seed=3, max_new_tokens=2, cache=False
+    )
 
 
 def test_every_text_input_refuses_a_bare_string(tiny):
@@ -217,11 +234,13 @@ def test_every_text_input_refuses_a_bare_string(tiny):
 
     vec = _vec(tiny)
     one_string = "must be a list of strings, got one string 'Hello'"
-    for call in (lambda: last_token_activations(tiny, "Hello", 2),
-                 lambda: answer_logprob(tiny, "Hello", "Yo"),
-                 lambda: choice_logprobs(tiny, "Hello", [["a"]]),
-                 lambda: prompt_projections(tiny, "Hello", vec, [2]),
-                 lambda: Monitor(tiny, vec, 2).generate("Hello", max_new_tokens=2)):
+    for call in (
+        lambda: last_token_activations(tiny, "Hello", 2),
+        lambda: answer_logprob(tiny, "Hello", "Yo"),
+        lambda: choice_logprobs(tiny, "Hello", [["a"]]),
+        lambda: prompt_projections(tiny, "Hello", vec, [2]),
+        lambda: Monitor(tiny, vec, 2).generate("Hello", max_new_tokens=2),
+    ):
         with pytest.raises(TypeError, match=one_string):
             call()
     with pytest.raises(TypeError, match=r"prompts\[0\] must be a string, got 3"):
@@ -257,22 +276,23 @@ def test_counts_and_sizes_must_be_positive_whole_numbers(tiny):
 
     pos, neg = torch.randn(8, 5, 4), torch.randn(8, 5, 4)
     for call, err, match in (
-            (lambda: last_token_stack(tiny, ["Hi"], batch_size=-1), ValueError, "batch_size must be >= 1, got -1"),
-            (lambda: answer_logprob(tiny, ["Hi"], ["Yo"], batch_size=0), ValueError, "batch_size must be >= 1"),
-            (lambda: bootstrap_ci(lambda d: 1.0, 4, n_boot=0), ValueError, "n_boot must be >= 1"),
-            (lambda: first_alert([1.0, 2.0], 1.0, window=0), ValueError, "window must be >= 1"),
-            (lambda: split_half_cosine(pos, neg, 2, n_splits=0), ValueError, "n_splits must be >= 1"),
-            (lambda: split_half_cosine(pos, neg, -1), IndexError, "layer -1 is out of range"),
-            (lambda: decode_direction(tiny, _vec(tiny).at(2), k=0), ValueError, "k must be >= 1"),
-            (lambda: decode_direction(tiny, torch.randn(10)), ValueError, r"direction must be one vector \[d_model=64\]"),
-            (lambda: repetition_rate("a b c", n=0), ValueError, "n must be >= 1"),
-            (lambda: random_directions_like(_vec(tiny), 2.5), TypeError, "n must be a whole number, got 2.5"),
-            (lambda: pl.tiny_model(n_layers=0), ValueError, "n_layers must be >= 1"),
-            (lambda: pl.tiny_model(d_model=63), ValueError, "d_model must be a multiple of 4"),
-            (lambda: pl.set_threads("a"), TypeError, "thread count must be a whole number")):
+        (lambda: last_token_stack(tiny, ["Hi"], batch_size=-1), ValueError, "batch_size must be >= 1, got -1"),
+        (lambda: answer_logprob(tiny, ["Hi"], ["Yo"], batch_size=0), ValueError, "batch_size must be >= 1"),
+        (lambda: bootstrap_ci(lambda d: 1.0, 4, n_boot=0), ValueError, "n_boot must be >= 1"),
+        (lambda: first_alert([1.0, 2.0], 1.0, window=0), ValueError, "window must be >= 1"),
+        (lambda: split_half_cosine(pos, neg, 2, n_splits=0), ValueError, "n_splits must be >= 1"),
+        (lambda: split_half_cosine(pos, neg, -1), IndexError, "layer -1 is out of range"),
+        (lambda: decode_direction(tiny, _vec(tiny).at(2), k=0), ValueError, "k must be >= 1"),
+        (lambda: decode_direction(tiny, torch.randn(10)), ValueError, r"direction must be one vector \[d_model=64\]"),
+        (lambda: repetition_rate("a b c", n=0), ValueError, "n must be >= 1"),
+        (lambda: random_directions_like(_vec(tiny), 2.5), TypeError, "n must be a whole number, got 2.5"),
+        (lambda: pl.tiny_model(n_layers=0), ValueError, "n_layers must be >= 1"),
+        (lambda: pl.tiny_model(d_model=63), ValueError, "d_model must be a multiple of 4"),
+        (lambda: pl.set_threads("a"), TypeError, "thread count must be a whole number"),
+    ):
         with pytest.raises(err, match=match):
             call()
-    assert len(decode_direction(tiny, _vec(tiny).at(2), k=10 ** 6)["promotes"]) == len(tiny.tokenizer)
+    assert len(decode_direction(tiny, _vec(tiny).at(2), k=10**6)["promotes"]) == len(tiny.tokenizer)
 
 
 def test_nan_thresholds_are_refused(tiny):
@@ -296,8 +316,15 @@ def _tiny_hf(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -305,7 +332,9 @@ def test_a_truncated_cached_model_is_rebuilt(tiny, tmp_path, monkeypatch):
     import personalab.models as models
 
     builds = []
-    monkeypatch.setattr(models, "_build_from_gguf", lambda: builds.append(1) or (_tiny_hf(tiny.tokenizer), tiny.tokenizer))
+    monkeypatch.setattr(
+        models, "_build_from_gguf", lambda: builds.append(1) or (_tiny_hf(tiny.tokenizer), tiny.tokenizer)
+    )
     cached = tmp_path / "models" / models.DEFAULT_MODEL
     models._load_or_build_cache(cached, None)
     weights = cached / "model.safetensors"
@@ -449,6 +478,7 @@ def test_neutral_kl_names_the_reference_it_needs(tiny):
 
 
 # -- fine-tuning, data filtering and results: the edges audited last ---------------------------
+
 
 def test_training_steering_and_fine_tuning_inputs_fail_clearly(tiny, tmp_cache):
     from personalab.finetune import (

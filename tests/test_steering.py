@@ -12,8 +12,17 @@ from personalab.vectors import PersonaVector, VectorMismatchError
 
 def _vec(tiny, scale=3.0):
     torch.manual_seed(1)
-    return PersonaVector(scale * torch.randn(5, 64), dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64,
-                                                          trait="toy", method="test", residual_norm=[2.0] * 5))
+    return PersonaVector(
+        scale * torch.randn(5, 64),
+        dict(
+            model_id="tiny-llama-4x64-seed0",
+            n_layers=4,
+            d_model=64,
+            trait="toy",
+            method="test",
+            residual_norm=[2.0] * 5,
+        ),
+    )
 
 
 def _hook_generate(tiny, prompts, layer, delta, positions, n=5):
@@ -38,7 +47,7 @@ def _hook_generate(tiny, prompts, layer, delta, positions, n=5):
     with torch.no_grad():
         ids = hf.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
     handle.remove()
-    return tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("positions", ["all", "prompt", "response"])
@@ -85,8 +94,10 @@ def test_bad_inputs(tiny):
         steer(tiny, vec, 2, 1.0, positions="responses")
     with pytest.raises(ValueError, match="coef must be finite"):
         steer(tiny, vec, 2, math.nan)
-    other = PersonaVector(torch.randn(31, 576), dict(model_id="SmolLM2-135M-Instruct", n_layers=30, d_model=576,
-                                                     trait="toy", method="test"))
+    other = PersonaVector(
+        torch.randn(31, 576),
+        dict(model_id="SmolLM2-135M-Instruct", n_layers=30, d_model=576, trait="toy", method="test"),
+    )
     with pytest.raises(VectorMismatchError):
         steer(tiny, other, 2, 1.0)
     assert check_layer(tiny, 2) == 2
@@ -112,8 +123,17 @@ def test_sweep_grid_measures_unsteered_once(tiny, tmp_cache):
     from personalab.steering import sweep
 
     judge = _CountingJudge()
-    rows = sweep(tiny, traits.load("sad"), _vec(tiny), judge, layers=[1, 3], coefs=[0, 0.5],
-                 questions=["Hi?", "How are you?"], max_new_tokens=4, progress=False)
+    rows = sweep(
+        tiny,
+        traits.load("sad"),
+        _vec(tiny),
+        judge,
+        layers=[1, 3],
+        coefs=[0, 0.5],
+        questions=["Hi?", "How are you?"],
+        max_new_tokens=4,
+        progress=False,
+    )
     assert [(r["layer"], r["coef"]) for r in rows] == [(1, 0), (1, 0.5), (3, 0), (3, 0.5)]
     assert judge.calls == 1  # every point judged in one call; coef 0 answered once, shared by both layers
     assert judge.n_answers == 6  # 3 distinct points x 2 questions
@@ -128,8 +148,18 @@ def test_sweep_points_equal_one_steer_block_each(tiny, tmp_cache):
     from personalab.steering import sweep
 
     vec, qs = _vec(tiny), ["Hi?", "How are you?"]
-    rows = sweep(tiny, traits.load("sad"), vec, _CountingJudge(), layers=[1, 3], coefs=[0, 2.0, -1.0],
-                 questions=qs, max_new_tokens=5, coef_mode="raw", progress=False)
+    rows = sweep(
+        tiny,
+        traits.load("sad"),
+        vec,
+        _CountingJudge(),
+        layers=[1, 3],
+        coefs=[0, 2.0, -1.0],
+        questions=qs,
+        max_new_tokens=5,
+        coef_mode="raw",
+        progress=False,
+    )
     for r in rows:
         if r["coef"] == 0:
             want = ask(tiny, qs, max_new_tokens=5, cache=False)
@@ -152,24 +182,37 @@ def test_row_steering_matches_forward_hook_per_row(tiny, tmp_cache):
     order = sorted(range(3), key=lambda i: len(tok(prompts[i])["input_ids"]))
     handles = []
     for layer in (2, 3):
-        rows = torch.stack([specs[i][1] * vec.at(layer) if specs[i] and specs[i][0] == layer else torch.zeros(64)
-                            for i in order])  # [3, d]
-        handles.append(hf.model.layers[layer - 1].register_forward_hook(
-            lambda mod, inp, out, rows=rows: out + rows[:, None, :]))
+        rows = torch.stack(
+            [specs[i][1] * vec.at(layer) if specs[i] and specs[i][0] == layer else torch.zeros(64) for i in order]
+        )  # [3, d]
+        handles.append(
+            hf.model.layers[layer - 1].register_forward_hook(lambda mod, inp, out, rows=rows: out + rows[:, None, :])
+        )
     enc = tok([prompts[i] for i in order], return_tensors="pt", padding=True)
     with torch.no_grad():
         ids = hf.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     for h in handles:
         h.remove()
-    want = dict(zip(order, tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)))
-    got = generate(tiny, prompts, max_new_tokens=5, cache=False,
-                   interventions=[RowSteering(tiny, [sp and (vec, *sp) for sp in specs], coef_mode="raw")])
+    want = dict(zip(order, tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)))
+    got = generate(
+        tiny,
+        prompts,
+        max_new_tokens=5,
+        cache=False,
+        interventions=[RowSteering(tiny, [sp and (vec, *sp) for sp in specs], coef_mode="raw")],
+    )
     assert got == [want[i] for i in range(3)]
 
 
 def _row(coef, trait, coherence=80.0, repetition=0.0):
-    return {"layer": 2, "coef": coef, "trait": trait, "coherence": coherence, "repetition": repetition,
-            "capability": 0.8 - coef}
+    return {
+        "layer": 2,
+        "coef": coef,
+        "trait": trait,
+        "coherence": coherence,
+        "repetition": repetition,
+        "capability": 0.8 - coef,
+    }
 
 
 def test_curve_summary_stops_at_first_incoherent_point():
@@ -191,8 +234,10 @@ def test_choose_steering_layer_picks_the_most_trait_among_coherent_layers(tiny, 
 
     def fake_sweep(model, trait, vector, judge, *, layers, coefs, questions=None, **kw):
         assert list(coefs) == [0.25]
-        return [{"layer": L, "coef": 0.25, "trait": fake[L][0], "coherence": fake[L][1], "repetition": fake[L][2]}
-                for L in layers]
+        return [
+            {"layer": L, "coef": 0.25, "trait": fake[L][0], "coherence": fake[L][1], "repetition": fake[L][2]}
+            for L in layers
+        ]
 
     monkeypatch.setattr(steering, "sweep", fake_sweep)
     vec = _vec(tiny)
@@ -223,25 +268,59 @@ def test_steering_null_compares_with_random_directions_of_the_same_norm(tiny, tm
     rand = random_directions_like(vec, 3, seed=0)
     torch.testing.assert_close(rand[0].vectors.norm(dim=-1), vec.vectors.norm(dim=-1))
     assert rand[0].meta["residual_norm"] == vec.meta["residual_norm"] and rand[0].trait == "random-0"
-    out = steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
-                        questions=["Hi?", "How are you?", "Why?"], n_random=3, max_new_tokens=4, n_boot=50)
+    out = steering_null(
+        tiny,
+        traits.load("sad"),
+        vec,
+        _CountingJudge(),
+        layer=2,
+        coef=1.0,
+        questions=["Hi?", "How are you?", "Why?"],
+        n_random=3,
+        max_new_tokens=4,
+        n_boot=50,
+    )
     rows = {r["condition"]: r for r in out["rows"]}
     assert list(rows) == ["unsteered", "persona vector", "random 0", "random 1", "random 2"]
     g = out["gain"]
     assert g["value"] == pytest.approx(rows["persona vector"]["trait"] - rows["unsteered"]["trait"])
     assert g["ci_low"] <= g["value"] <= g["ci_high"] and 0 <= g["percentile"] <= 100
     with steer(tiny, vec, 2, 1.0):  # the persona vector's rows equal a plain steer block
-        want = generate(tiny, [chat_prompt(tiny.tokenizer, q) for q in ["Hi?", "How are you?", "Why?"]],
-                        max_new_tokens=4, cache=False)
+        want = generate(
+            tiny,
+            [chat_prompt(tiny.tokenizer, q) for q in ["Hi?", "How are you?", "Why?"]],
+            max_new_tokens=4,
+            cache=False,
+        )
     assert sum(len(a) % 100 for a in want) / 3 == pytest.approx(rows["persona vector"]["trait"])
-    again = steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
-                          questions=["Hi?", "How are you?", "Why?"], n_random=3, max_new_tokens=4, n_boot=50,
-                          unsteered=rows["unsteered"]["answers"], steered=["x", "yy", "zzz"])
+    again = steering_null(
+        tiny,
+        traits.load("sad"),
+        vec,
+        _CountingJudge(),
+        layer=2,
+        coef=1.0,
+        questions=["Hi?", "How are you?", "Why?"],
+        n_random=3,
+        max_new_tokens=4,
+        n_boot=50,
+        unsteered=rows["unsteered"]["answers"],
+        steered=["x", "yy", "zzz"],
+    )
     assert again["rows"][1]["answers"] == ["x", "yy", "zzz"] and again["rows"][2:] == out["rows"][2:]
     assert again["gain"]["value"] == pytest.approx(2 - rows["unsteered"]["trait"])
     with pytest.raises(ValueError, match="2 persona vector answers for 3 questions"):
-        steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), layer=2, coef=1.0,
-                      questions=["Hi?", "How are you?", "Why?"], n_random=3, steered=["a", "b"])
+        steering_null(
+            tiny,
+            traits.load("sad"),
+            vec,
+            _CountingJudge(),
+            layer=2,
+            coef=1.0,
+            questions=["Hi?", "How are you?", "Why?"],
+            n_random=3,
+            steered=["a", "b"],
+        )
 
 
 def test_random_directions_like_rejects_zero(tiny):

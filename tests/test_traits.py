@@ -32,13 +32,16 @@ def test_unknown_trait_lists_available():
         traits.load("piratey")
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("instructions", [{"pos": "a", "neg": "b"}], "instructions"),
-    ("rubric", "no placeholders", "rubric"),
-    ("name", "", "name"),
-    ("questions", {"extraction": [], "evaluation": ["a"]}, "questions.extraction"),
-    ("questions", {"extraction": ["a"], "evaluation": ["a"]}, "overlap"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("instructions", [{"pos": "a", "neg": "b"}], "instructions"),
+        ("rubric", "no placeholders", "rubric"),
+        ("name", "", "name"),
+        ("questions", {"extraction": [], "evaluation": ["a"]}, "questions.extraction"),
+        ("questions", {"extraction": ["a"], "evaluation": ["a"]}, "overlap"),
+    ],
+)
 def test_malformed_trait_names_the_field(field, value, match):
     with pytest.raises(TraitError, match=match):
         Trait.from_dict(toy_trait_dict(**{field: value}))
@@ -60,10 +63,12 @@ class _FakeClient:
     def __init__(self, replies):
         self.replies, self.calls = list(replies), []
         from types import SimpleNamespace as NS
+
         self.chat = NS(completions=NS(create=self._create))
 
     def _create(self, **kw):
         from types import SimpleNamespace as NS
+
         self.calls.append(kw)
         return NS(choices=[NS(message=NS(content=self.replies.pop(0)))])
 
@@ -84,6 +89,7 @@ def test_generate_trait_gives_up_clearly():
 
 def test_generate_trait_without_endpoint(monkeypatch):
     from personalab.judges import JudgeError
+
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(JudgeError, match="no LLM endpoint configured"):
@@ -94,5 +100,6 @@ def test_import_needs_no_api_key(monkeypatch):
     import importlib
 
     import personalab
+
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     importlib.reload(personalab)

@@ -5,9 +5,17 @@ from personalab.vectors import PersonaVector, VectorMismatchError, choose_layer,
 
 
 def _vec(n_layers=4, d=64, model_id="tiny-llama-4x64-seed0"):
-    return PersonaVector(torch.randn(n_layers + 1, d),
-                         dict(model_id=model_id, n_layers=n_layers, d_model=d, trait="toy", method="mean_diff",
-                              residual_norm=[1.0] * (n_layers + 1)))
+    return PersonaVector(
+        torch.randn(n_layers + 1, d),
+        dict(
+            model_id=model_id,
+            n_layers=n_layers,
+            d_model=d,
+            trait="toy",
+            method="mean_diff",
+            residual_norm=[1.0] * (n_layers + 1),
+        ),
+    )
 
 
 def test_save_load_roundtrip(tmp_path, tiny):

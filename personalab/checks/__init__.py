@@ -10,14 +10,25 @@ from personalab.checks._core import ExerciseFailed, assert_close
 from personalab.checks.ch0 import check_add_vector, check_logit_lens, check_save_layer_output
 from personalab.checks.ch1 import check_logprob_weighted_score
 from personalab.checks.ch2 import (
-           check_choose_layer,
-           check_mean_over_response,
-           check_pair_filter,
-           check_persona_vector,
+    check_choose_layer,
+    check_mean_over_response,
+    check_pair_filter,
+    check_persona_vector,
 )
 from personalab.checks.ch3 import check_coherent_best, check_steering_intervention
 
-__all__ = ["ExerciseFailed", "assert_close", "check_add_vector", "check_choose_layer", "check_coherent_best",
-           "check_logit_lens", "check_logprob_weighted_score", "check_mean_over_response", "check_pair_filter",
-           "check_persona_vector", "check_save_layer_output", "check_steering_intervention"]
+__all__ = [
+    "ExerciseFailed",
+    "assert_close",
+    "check_add_vector",
+    "check_choose_layer",
+    "check_coherent_best",
+    "check_logit_lens",
+    "check_logprob_weighted_score",
+    "check_mean_over_response",
+    "check_pair_filter",
+    "check_persona_vector",
+    "check_save_layer_output",
+    "check_steering_intervention",
+]
 # chapter 4's checks live in personalab.checks.ch4 (imported from there by the chapter)

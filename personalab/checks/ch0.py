@@ -68,8 +68,10 @@ def _call(fn: Callable, *args):
     try:
         return fn(*args)
     except NameError as err:  # includes UnboundLocalError
-        raise ExerciseFailed(f"your function raised {type(err).__name__}: {err}. Only values you "
-                             "`.save()` inside the `with model.trace(...)` block exist after it.") from None
+        raise ExerciseFailed(
+            f"your function raised {type(err).__name__}: {err}. Only values you "
+            "`.save()` inside the `with model.trace(...)` block exist after it."
+        ) from None
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
@@ -95,14 +97,24 @@ def check_save_layer_output(fn: Callable) -> None:
             if got.dim() == 2:
                 got = got[None]  # accept [seq, d] as well
             for other in (k - 1, k + 1):
-                if 0 <= other < n and got.shape == want.shape and \
-                        torch.allclose(got, hooked_block_output(model, prompt, other), atol=1e-5):
-                    raise ExerciseFailed(f"for k={k} you returned the output of model.model.layers[{other}]: "
-                                         "an off-by-one. layers[k] is the (k+1)-th block, 0-based.")
-            if k == n - 1 and got.shape == want.shape and torch.allclose(
-                    got, model._module.model.norm(want), atol=1e-5):
-                raise ExerciseFailed(f"for the last block (k={k}) you returned its output after the final norm "
-                                     "(as hidden_states[-1] is): save model.model.layers[k].output itself.")
+                if (
+                    0 <= other < n
+                    and got.shape == want.shape
+                    and torch.allclose(got, hooked_block_output(model, prompt, other), atol=1e-5)
+                ):
+                    raise ExerciseFailed(
+                        f"for k={k} you returned the output of model.model.layers[{other}]: "
+                        "an off-by-one. layers[k] is the (k+1)-th block, 0-based."
+                    )
+            if (
+                k == n - 1
+                and got.shape == want.shape
+                and torch.allclose(got, model._module.model.norm(want), atol=1e-5)
+            ):
+                raise ExerciseFailed(
+                    f"for the last block (k={k}) you returned its output after the final norm "
+                    "(as hidden_states[-1] is): save model.model.layers[k].output itself."
+                )
             assert_close(got, want, f"output of model.model.layers[{k}] for {prompt!r}", atol=1e-5)
     passed("save a block's output")
 
@@ -122,11 +134,14 @@ def check_add_vector(fn: Callable) -> None:
                 got = got[0, -1]  # accept the full [1, seq, vocab] logits too
             clean = hooked_logits_with_vector(model, prompt, k, torch.zeros(d))
             if got.shape == clean.shape and torch.allclose(got, clean, atol=1e-5):
-                raise ExerciseFailed("the logits are exactly the unedited model's: the vector was not added. "
-                                     "Edit the block's output in place inside the trace, e.g. "
-                                     "`model.model.layers[k].output[:] += vector`, then save the logits.")
-            assert_close(got, want, f"last-position logits with the vector added after block {k} ({prompt!r})",
-                         atol=1e-4)
+                raise ExerciseFailed(
+                    "the logits are exactly the unedited model's: the vector was not added. "
+                    "Edit the block's output in place inside the trace, e.g. "
+                    "`model.model.layers[k].output[:] += vector`, then save the logits."
+                )
+            assert_close(
+                got, want, f"last-position logits with the vector added after block {k} ({prompt!r})", atol=1e-4
+            )
     passed("add a vector to the residual stream")
 
 
@@ -154,11 +169,15 @@ def check_logit_lens(fn: Callable) -> None:
         no_gain = hf.lm_head(hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
     got = _as_tensor(_call(fn, model, hidden.clone()), "logit lens")
     if got.shape == want.shape and torch.allclose(got, no_norm, atol=1e-4):
-        raise ExerciseFailed("you unembedded the residual without the final norm: apply model.model.norm "
-                             "first, as the model does after its last block.")
+        raise ExerciseFailed(
+            "you unembedded the residual without the final norm: apply model.model.norm "
+            "first, as the model does after its last block."
+        )
     if got.shape == want.shape and torch.allclose(got, no_gain, atol=1e-4):
-        raise ExerciseFailed("you normalised the residual but left out the norm's learned gain "
-                             "(model.model.norm.weight): call model.model.norm itself.")
+        raise ExerciseFailed(
+            "you normalised the residual but left out the norm's learned gain "
+            "(model.model.norm.weight): call model.model.norm itself."
+        )
     if got.shape == want.shape and torch.allclose(got, want.softmax(-1), atol=1e-6):
         raise ExerciseFailed("you returned probabilities; return the logits (no softmax).")
     assert_close(got, want, "logit-lens logits of random residual vectors", atol=1e-4)

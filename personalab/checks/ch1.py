@@ -26,11 +26,15 @@ def check_logprob_weighted_score(fn) -> None:
         got = fn(dict(case)) if min_mass == 0.25 else fn(dict(case), min_mass=min_mass)
         if want is None:
             if got is not None:
-                raise ExerciseFailed(f"for {case} the numbers carry < {min_mass} probability (min_mass={min_mass}): "
-                                     f"expected None, got {got}")
+                raise ExerciseFailed(
+                    f"for {case} the numbers carry < {min_mass} probability (min_mass={min_mass}): "
+                    f"expected None, got {got}"
+                )
             continue
         if got is None or not math.isclose(got, want, rel_tol=1e-6):
-            raise ExerciseFailed(f"for top_logprobs={ {k: round(math.exp(v), 2) for k, v in case.items()} } "
-                                 f"(as probabilities) and min_mass={min_mass}, expected {want:.3f}, got {got}. Did you "
-                                 "normalise by the mass on numbers, skip tokens above 100 and use min_mass?")
+            raise ExerciseFailed(
+                f"for top_logprobs={ {k: round(math.exp(v), 2) for k, v in case.items()} } "
+                f"(as probabilities) and min_mass={min_mass}, expected {want:.3f}, got {got}. Did you "
+                "normalise by the mass on numbers, skip tokens above 100 and use min_mass?"
+            )
     passed("logprob-weighted judge score")

@@ -10,7 +10,7 @@ from personalab.extraction import mean_difference
 
 def _reference_response_mean(hidden: torch.Tensor, n_prompt: int, n_total: int) -> torch.Tensor:
     seq = hidden.shape[1]
-    return hidden[:, seq - n_total + n_prompt:].mean(1)
+    return hidden[:, seq - n_total + n_prompt :].mean(1)
 
 
 def check_mean_over_response(fn) -> None:
@@ -23,8 +23,10 @@ def check_mean_over_response(fn) -> None:
         try:
             assert_close(got, want, f"seq={seq}, n_prompt={n_prompt}, n_total={n_total}")
         except ExerciseFailed as err:
-            raise ExerciseFailed(f"{err}. Remember the row is LEFT-padded: the text occupies the last "
-                                 "n_total positions, and the response the last n_total - n_prompt of them.") from None
+            raise ExerciseFailed(
+                f"{err}. Remember the row is LEFT-padded: the text occupies the last "
+                "n_total positions, and the response the last n_total - n_prompt of them."
+            ) from None
     passed("mean over response tokens")
 
 
@@ -39,15 +41,24 @@ def check_persona_vector(fn) -> None:
 
 # -- Exercise 2.1: the paper's pair filter ----------------------------------------------------
 
+
 def _reference_keep(pos_trait, neg_trait, pos_coh, neg_coh, **thresholds) -> list[int]:
     """The library's ``filter_pairs`` on a ContrastiveSet built from the four score lists."""
     from personalab.extraction import ContrastiveSet, filter_pairs
     from personalab.judges import JudgeScore
 
     n = len(pos_trait)
-    cset = ContrastiveSet("check", ["q"] * n, [0] * n, ["p+"] * n, ["p-"] * n, ["a"] * n, ["b"] * n,
-                          [JudgeScore(t, c) for t, c in zip(pos_trait, pos_coh, strict=True)],
-                          [JudgeScore(t, c) for t, c in zip(neg_trait, neg_coh, strict=True)])
+    cset = ContrastiveSet(
+        "check",
+        ["q"] * n,
+        [0] * n,
+        ["p+"] * n,
+        ["p-"] * n,
+        ["a"] * n,
+        ["b"] * n,
+        [JudgeScore(t, c) for t, c in zip(pos_trait, pos_coh, strict=True)],
+        [JudgeScore(t, c) for t, c in zip(neg_trait, neg_coh, strict=True)],
+    )
     try:
         return filter_pairs(cset, **thresholds)
     except ValueError:  # no pair survives: the library raises, the exercise returns []
@@ -66,29 +77,37 @@ def check_pair_filter(fn) -> None:
     -> indices of the pairs to keep (p+ trait >= pos_min, p- trait < neg_max, both coherence
     >= coherence_min; a missing score never passes)."""
     runs = [(case, {}) for case in _PAIR_CASES] + [
-        (_PAIR_CASES[0], {"pos_min": 70, "neg_max": 15, "coherence_min": 80})]
+        (_PAIR_CASES[0], {"pos_min": 70, "neg_max": 15, "coherence_min": 80})
+    ]
     for (pt, nt, pc, nc), kw in runs:
         want = _reference_keep(pt, nt, pc, nc, **kw)
         try:
             got = fn(list(pt), list(nt), list(pc), list(nc), **kw)
         except TypeError as err:
-            raise ExerciseFailed(f"your function failed with TypeError ({err}): a score can be None when "
-                                 "the judge abstained, and such a pair is never kept") from None
+            raise ExerciseFailed(
+                f"your function failed with TypeError ({err}): a score can be None when "
+                "the judge abstained, and such a pair is never kept"
+            ) from None
         if got is None:
             raise ExerciseFailed("your function returned None (did you forget `return`?)")
         got = [int(i) for i in got]
         if got != want:
-            hint = ("a score exactly at the threshold: p+ needs trait >= pos_min, p- needs trait < neg_max, "
-                    "and both answers coherence >= coherence_min")
+            hint = (
+                "a score exactly at the threshold: p+ needs trait >= pos_min, p- needs trait < neg_max, "
+                "and both answers coherence >= coherence_min"
+            )
             if kw:
                 hint = f"called with {kw}: use the thresholds passed in, not 50"
-            raise ExerciseFailed(f"for p+ trait {pt}, p- trait {nt}, p+ coherence {pc}, p- coherence {nc}"
-                                 f"{' and ' + str(kw) if kw else ''}: expected indices {want}, got {got}. "
-                                 f"Check {hint}.")
+            raise ExerciseFailed(
+                f"for p+ trait {pt}, p- trait {nt}, p+ coherence {pc}, p- coherence {nc}"
+                f"{' and ' + str(kw) if kw else ''}: expected indices {want}, got {got}. "
+                f"Check {hint}."
+            )
     passed("the paper's pair filter")
 
 
 # -- Exercise 2.4: choosing the layer -----------------------------------------------------------
+
 
 def check_choose_layer(fn) -> None:
     """``fn(separation [L+1], lo_frac=0.3, hi_frac=0.6) -> layer``: the best-separating layer
@@ -128,5 +147,7 @@ def check_choose_layer(fn) -> None:
             hint = f"layer {got} is outside the band {lo}..{hi} (both ends included)"
         else:
             hint = "another layer in the band separates better"
-        raise ExerciseFailed(f"for {n} blocks{' and ' + str(kw) if kw else ''}: expected layer {want}, got {got}: {hint}")
+        raise ExerciseFailed(
+            f"for {n} blocks{' and ' + str(kw) if kw else ''}: expected layer {want}, got {got}: {hint}"
+        )
     passed("choosing the layer")

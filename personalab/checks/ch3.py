@@ -46,9 +46,10 @@ def check_steering_intervention(fn, model=None) -> None:
     layer = max(1, n_layers // 2)
     norm = residual_stream(model, [prompt])[0, :, -1].norm(dim=-1)  # [L+1]: a push the model notices
     raw = torch.randn(n_layers + 1, d)
-    vec = PersonaVector(raw / raw.norm(dim=-1, keepdim=True) * norm[:, None],
-                        dict(model_id=pl.models.model_id(model), n_layers=n_layers, d_model=d, trait="check",
-                             method="random"))
+    vec = PersonaVector(
+        raw / raw.norm(dim=-1, keepdim=True) * norm[:, None],
+        dict(model_id=pl.models.model_id(model), n_layers=n_layers, d_model=d, trait="check", method="random"),
+    )
     with steer(model, vec, layer, 1.0, coef_mode="raw"):
         want = generate_batch(model, [prompt], 6)
     plain = generate_batch(model, [prompt], 6)
@@ -62,18 +63,23 @@ def check_steering_intervention(fn, model=None) -> None:
         raise ExerciseFailed("your function returned None: return the new token ids")
     got = torch.as_tensor(got).reshape(1, -1)
     if got.shape[1] > want.shape[1]:  # the learner returned prompt + answer: keep the answer
-        got = got[:, -want.shape[1]:]
+        got = got[:, -want.shape[1] :]
     if torch.equal(got, plain) and not torch.equal(plain, want):
-        raise ExerciseFailed("your generation is identical to the unsteered one: is the edit inside "
-                             "`for step in tracer.iter[:]` and does it modify the block's output in place?")
+        raise ExerciseFailed(
+            "your generation is identical to the unsteered one: is the edit inside "
+            "`for step in tracer.iter[:]` and does it modify the block's output in place?"
+        )
     if not torch.equal(got, want):
-        raise ExerciseFailed(f"steered tokens differ from personalab.steer: got {got.tolist()}, expected "
-                             f"{want.tolist()}. Remember: layer i is the output of block i, i.e. "
-                             "model.model.layers[i - 1].output")
+        raise ExerciseFailed(
+            f"steered tokens differ from personalab.steer: got {got.tolist()}, expected "
+            f"{want.tolist()}. Remember: layer i is the output of block i, i.e. "
+            "model.model.layers[i - 1].output"
+        )
     passed("steering intervention")
 
 
 # -- Exercise 3.2: the coherence rule on a coefficient curve ------------------------------------
+
 
 def _row(coef: float, trait: float, coherence: float, repetition: float) -> dict:
     return {"coef": coef, "trait": trait, "coherence": coherence, "repetition": repetition}
@@ -81,8 +87,13 @@ def _row(coef: float, trait: float, coherence: float, repetition: float) -> dict
 
 # one layer's curve each; rows deliberately out of order in the first
 _CURVES = [
-    [_row(0.4, 88, 30, 0.30), _row(0.0, 20, 90, 0.00), _row(0.2, 55, 70, 0.05), _row(0.1, 35, 85, 0.02),
-     _row(0.3, 75, 50, 0.10)],  # coherence exactly 50 and repetition exactly 0.1 still pass
+    [
+        _row(0.4, 88, 30, 0.30),
+        _row(0.0, 20, 90, 0.00),
+        _row(0.2, 55, 70, 0.05),
+        _row(0.1, 35, 85, 0.02),
+        _row(0.3, 75, 50, 0.10),
+    ],  # coherence exactly 50 and repetition exactly 0.1 still pass
     [_row(0.0, 30, 80, 0.0), _row(0.1, 45, 75, 0.0), _row(0.2, 60, 70, 0.15), _row(0.3, 90, 65, 0.05)],
     # 0.2 breaks the rule (repetition); 0.3 passes again but lies beyond the coherent range
     [_row(-0.2, 60, 90, 0.0), _row(0.0, 40, 85, 0.0), _row(0.1, 38, 60, 0.0), _row(0.2, 70, 45, 0.0)],
@@ -109,10 +120,13 @@ def check_coherent_best(fn) -> None:
             raise ExerciseFailed(f"return a pair (best_coef, gain), got {got!r}")
         if abs(float(got[0]) - want[0]) < 1e-9 and abs(float(got[1]) - want[1]) < 1e-6:
             continue
-        shown = [(r["coef"], r["trait"], r["coherence"], r["repetition"]) for r in sorted(rows, key=lambda r: r["coef"])]
+        shown = [
+            (r["coef"], r["trait"], r["coherence"], r["repetition"]) for r in sorted(rows, key=lambda r: r["coef"])
+        ]
         raise ExerciseFailed(
             f"for the curve (coef, trait, coherence, repetition) {shown}{' with ' + str(kw) if kw else ''}: "
             f"expected (best_coef, gain) = {want}, got {tuple(got)}. Sort by coefficient, skip negative ones, "
             "stop at the first coefficient that breaks the rule (thresholds included: >= and <=), and "
-            "measure the gain from the coefficient-0 row.")
+            "measure the gain from the coefficient-0 row."
+        )
     passed("the coherence rule on a coefficient curve")

@@ -21,8 +21,10 @@ def check_projection(fn) -> None:
         if got is not None and torch.as_tensor(got).shape == want.shape:
             scaled = acts @ direction
             if torch.allclose(torch.as_tensor(got, dtype=torch.float32), scaled, atol=1e-4):
-                raise ExerciseFailed("your projection scales with the length of the direction: divide the "
-                                     "direction by its norm first (a persona vector's length is not meaningful)")
+                raise ExerciseFailed(
+                    "your projection scales with the length of the direction: divide the "
+                    "direction by its norm first (a persona vector's length is not meaningful)"
+                )
         assert_close(got, want, f"acts of shape {shape}")
     passed("projection on the unit direction")
 
@@ -45,9 +47,11 @@ def check_pearson(fn) -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(40, dtype=torch.float64, generator=gen) * 4 + 10  # far from zero mean on purpose
     noise = torch.randn(40, dtype=torch.float64, generator=gen)
-    cases = {"correlated data": (x, 0.5 * x + noise + 3),
-             "negatively correlated data": (x, -2 * x + 5 * noise),
-             "a monotone but curved relation": (x, torch.exp(x / 3))}
+    cases = {
+        "correlated data": (x, 0.5 * x + noise + 3),
+        "negatively correlated data": (x, -2 * x + 5 * noise),
+        "a monotone but curved relation": (x, torch.exp(x / 3)),
+    }
     for what, (a, b) in cases.items():
         got = fn(a.clone(), b.clone())
         if got is None:
@@ -60,16 +64,41 @@ def check_pearson(fn) -> None:
 
 # (projections, threshold, window, what the case tests, hint when it fails)
 _ALERT_CASES = [
-    ([0.0, 0.1, 0.2, 2.5, 0.1, 0.0, 2.0, 2.0, 2.0], 1.0, 3, "a single spike is averaged away",
-     "compare the MEAN of the last `window` values (token t included) with the threshold, not one value"),
-    ([5.0, 0.0, 0.0, 0.0, 0.0], 2.0, 4, "a high first token (the window is not full yet)",
-     "while the window is not full, average the tokens seen so far: projections[max(0, t - window + 1): t + 1]"),
-    ([0.0, 1.0, 1.0, 1.0, 1.0, 1.5, 1.5], 1.0, 2, "a rolling mean exactly at the threshold",
-     "alert only when the mean is strictly greater than the threshold"),
-    ([0.0, 0.5, 0.2, 0.4], 1.0, 2, "no crossing at all",
-     "return None (not -1, False or the length) when the rolling mean never exceeds the threshold"),
-    ([0.0, 2.0, 0.0, 2.0, 2.0], 0.9, 1, "window 1 (every token on its own)",
-     "with window=1 the rolling mean is the token's own projection"),
+    (
+        [0.0, 0.1, 0.2, 2.5, 0.1, 0.0, 2.0, 2.0, 2.0],
+        1.0,
+        3,
+        "a single spike is averaged away",
+        "compare the MEAN of the last `window` values (token t included) with the threshold, not one value",
+    ),
+    (
+        [5.0, 0.0, 0.0, 0.0, 0.0],
+        2.0,
+        4,
+        "a high first token (the window is not full yet)",
+        "while the window is not full, average the tokens seen so far: projections[max(0, t - window + 1): t + 1]",
+    ),
+    (
+        [0.0, 1.0, 1.0, 1.0, 1.0, 1.5, 1.5],
+        1.0,
+        2,
+        "a rolling mean exactly at the threshold",
+        "alert only when the mean is strictly greater than the threshold",
+    ),
+    (
+        [0.0, 0.5, 0.2, 0.4],
+        1.0,
+        2,
+        "no crossing at all",
+        "return None (not -1, False or the length) when the rolling mean never exceeds the threshold",
+    ),
+    (
+        [0.0, 2.0, 0.0, 2.0, 2.0],
+        0.9,
+        1,
+        "window 1 (every token on its own)",
+        "with window=1 the rolling mean is the token's own projection",
+    ),
 ]
 
 
@@ -84,6 +113,8 @@ def check_alert_rule(fn) -> None:
         want = first_alert(proj, thr, window)
         got = fn(list(proj), thr, window)
         if isinstance(got, bool) or got != want:
-            raise ExerciseFailed(f"{what} (projections={proj}, threshold={thr}, window={window}): "
-                                 f"expected {want}, got {got!r}. Hint: {hint}")
+            raise ExerciseFailed(
+                f"{what} (projections={proj}, threshold={thr}, window={window}): "
+                f"expected {want}, got {got!r}. Hint: {hint}"
+            )
     passed("rolling-mean alert rule")
