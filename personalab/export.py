@@ -26,6 +26,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from personalab.options import CoefMode
+
 
 class SteeringShifts(Protocol):
     """What the exporter needs from a vector (``PersonaVector`` has it): the writer sits below
@@ -39,7 +41,7 @@ class SteeringShifts(Protocol):
     @property
     def trait(self) -> str: ...
 
-    def shift(self, layer: int, coef: float, coef_mode: str = "norm") -> torch.Tensor: ...
+    def shift(self, layer: int, coef: float, coef_mode: CoefMode = "norm") -> torch.Tensor: ...
 
 
 __all__ = ["CONTROL_VECTOR_ARCH", "llama_cpp_tensor_name", "read_gguf", "to_gguf"]
@@ -74,7 +76,7 @@ def to_gguf(
     layers: int | Sequence[int],
     coef: float,
     *,
-    coef_mode: str = "norm",
+    coef_mode: CoefMode = "norm",
     model_hint: str | None = None,
 ) -> Path:
     """Write ``vector`` as a llama.cpp control vector steering ``layers`` with ``coef``; returns the path.
@@ -228,7 +230,7 @@ def _prepare_path(path: str | os.PathLike) -> Path:
 # -- the file --------------------------------------------------------------------------------
 
 
-def _shift_array(vector: SteeringShifts, layer: int, coef: float, coef_mode: str) -> np.ndarray:
+def _shift_array(vector: SteeringShifts, layer: int, coef: float, coef_mode: CoefMode) -> np.ndarray:
     """``vector.shift(layer, coef, coef_mode)`` as a contiguous float32 array, checked finite."""
     shift = vector.shift(layer, coef, coef_mode).detach().to("cpu", torch.float32)
     if not torch.isfinite(shift).all():

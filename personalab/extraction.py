@@ -13,6 +13,7 @@ import torch
 from personalab.activations import POOLINGS, answer_activations
 from personalab.judges import Judge, JudgeScore
 from personalab.models import d_model, model_id, n_layers, precision_key
+from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
 from personalab.vectors import PersonaVector, choose_layer, layer_diagnostics
@@ -52,7 +53,7 @@ def generate_contrastive(
     model,
     trait: Trait,
     *,
-    split: str = "extraction",
+    split: QuestionSplit = "extraction",
     instructions_per_question: int = 1,
     max_new_tokens: int = 48,
     temperature: float = 0.0,
@@ -166,7 +167,7 @@ def extract_persona_vector(
     neg_max: float = 50,
     coherence_min: float = 50,
     min_pairs: int = 2,
-    pooling: str = "response",
+    pooling: Pooling = "response",
     **gen_kwargs,
 ) -> PersonaVector:
     """The whole method for one trait: generate, judge, filter, average, subtract.
@@ -224,7 +225,7 @@ def extract_persona_vector(
     )
 
 
-def trait_effect_size(model, trait: Trait, judge: Judge, *, split: str = "evaluation", **gen_kwargs) -> dict:
+def trait_effect_size(model, trait: Trait, judge: Judge, *, split: QuestionSplit = "evaluation", **gen_kwargs) -> dict:
     """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers."""
     from personalab.stats import cohens_d
 

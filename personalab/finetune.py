@@ -43,6 +43,7 @@ from personalab.models import (
     set_threads,
     writable_cache_root,
 )
+from personalab.options import DatasetSplit, TrainingMode
 from personalab.profiling import staged
 from personalab.prompting import chat_prompt
 from personalab.validate import (
@@ -76,7 +77,7 @@ class Example:
 
     question: str
     answer: str
-    split: str = "train"
+    split: DatasetSplit = "train"
 
 
 def example_list(examples: object, what: str = "examples") -> list[Example]:
@@ -100,7 +101,7 @@ def list_datasets() -> list[str]:
     return sorted(p.name[:-6] for p in folder.iterdir() if p.name.endswith(".jsonl"))
 
 
-def load_dataset(name_or_path: str | os.PathLike, split: str | None = None) -> list[Example]:
+def load_dataset(name_or_path: str | os.PathLike, split: DatasetSplit | None = None) -> list[Example]:
     """Read a built-in dataset by name, or any JSONL file of ``{"question", "answer"}`` lines.
 
     ``split`` ("train" / "heldout") keeps one part; lines without a split are "train".
@@ -205,7 +206,7 @@ class TrainingSteering:
     vector: PersonaVector
     layer: int
     coef: float = 0.0
-    mode: str = "add"
+    mode: TrainingMode = "add"
 
     def __post_init__(self):
         if self.mode not in ("add", "ablate"):

@@ -24,6 +24,7 @@ import torch
 
 from personalab._io import cache_lock
 from personalab.config import settings
+from personalab.options import PrecisionKind
 from personalab.validate import layer_index, positive_int, random_seed
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -295,7 +296,7 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def bf16_autocast_applies(model, kind: str = "scoring") -> bool:
+def bf16_autocast_applies(model, kind: PrecisionKind = "scoring") -> bool:
     """Whether bfloat16 autocast applies to ``kind`` ("scoring", "generation" or "training")
     passes of ``model`` here: a float32 model on a CPU with native bfloat16
     (``cpu_has_bf16``), and ``$PERSONALAB_BF16_<KIND>`` not set to 0."""

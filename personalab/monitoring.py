@@ -25,6 +25,7 @@ import torch
 from personalab.activations import answer_activations, last_token_activations, last_token_stack
 from personalab.judges import Judge
 from personalab.models import check_context, check_layer, layer_output, model_id
+from personalab.options import QuestionSplit
 from personalab.prompting import chat_prompt, generate_batch, generate_reading_last_token
 from personalab.stats import pearson_r
 from personalab.traits import Trait
@@ -104,7 +105,7 @@ def prediction_experiment(
     n_questions: int = 10,
     max_new_tokens: int = 48,
     with_coherence: bool = False,
-    split: str = "evaluation",
+    split: QuestionSplit = "evaluation",
 ) -> dict:
     """Does the last prompt token's projection predict the trait of the answer?
 

@@ -28,6 +28,7 @@ import torch
 
 from personalab._io import stable_hash
 from personalab.models import check_layer, layer_output
+from personalab.options import CoefMode, Positions
 from personalab.prompting import active_interventions
 from personalab.validate import finite_real, integer, text_list
 from personalab.vectors import PersonaVector, random_directions_like
@@ -78,8 +79,8 @@ class Steering:
         vector: PersonaVector,
         layers: int | Iterable[int],
         coef: float,
-        positions: str = "all",
-        coef_mode: str = "norm",
+        positions: Positions = "all",
+        coef_mode: CoefMode = "norm",
     ):
         vector.check_model(model)
         if positions not in POSITIONS:
@@ -142,8 +143,8 @@ def steer(
     layers: int | Iterable[int],
     coef: float,
     *,
-    positions: str = "all",
-    coef_mode: str = "norm",
+    positions: Positions = "all",
+    coef_mode: CoefMode = "norm",
 ) -> Steering:
     """Steer ``model`` with ``vector`` inside a ``with`` block (see the module docstring)."""
     return Steering(model, vector, layers, coef, positions, coef_mode)
@@ -161,8 +162,8 @@ def steered_answers(
     *,
     system: str | None = None,
     max_new_tokens: int = 48,
-    positions: str = "all",
-    coef_mode: str = "norm",
+    positions: Positions = "all",
+    coef_mode: CoefMode = "norm",
 ) -> list[str]:
     """Greedy answers to ``questions`` under ``system`` while steering at one layer."""
     from personalab.prompting import ask
@@ -184,7 +185,7 @@ class RowSteering:
     steered row is shifted, at every step (``positions="all"``).
     """
 
-    def __init__(self, model, specs: Sequence[tuple[PersonaVector, int, float] | None], coef_mode: str = "norm"):
+    def __init__(self, model, specs: Sequence[tuple[PersonaVector, int, float] | None], coef_mode: CoefMode = "norm"):
         self.model, self.coef_mode = model, coef_mode
         self.specs = [
             None
@@ -226,7 +227,7 @@ def sweep(
     system: str | None = None,
     capability: bool = False,
     max_new_tokens: int = 48,
-    coef_mode: str = "norm",
+    coef_mode: CoefMode = "norm",
     progress: bool = True,
 ) -> list[dict]:
     """Layer x coefficient grid: judged trait, coherence, repetition (and capability) per point.

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from personalab._io import atomic_write_bytes, atomic_write_json, read_json
+from personalab.options import CoefMode
 from personalab.validate import (
     file_stem,
     finite_real,
@@ -73,7 +74,7 @@ class PersonaVector:
         v = self.at(layer)
         return v / v.norm().clamp_min(1e-8)
 
-    def shift(self, layer: int, coef: float, coef_mode: str = "norm") -> torch.Tensor:
+    def shift(self, layer: int, coef: float, coef_mode: CoefMode = "norm") -> torch.Tensor:
         """The vector that steering adds at ``layer`` ([d_model]); the one definition used
         at inference (``steer``) and during training (``TrainingSteering``).
 
@@ -132,7 +133,7 @@ class PersonaVector:
         other = self._compatible(other)
         return float(torch.nn.functional.cosine_similarity(self.at(layer)[None], other.at(layer)[None]).item())
 
-    def to_gguf(self, path: str | Path, layers: int | list[int], coef: float, *, coef_mode: str = "norm") -> Path:
+    def to_gguf(self, path: str | Path, layers: int | list[int], coef: float, *, coef_mode: CoefMode = "norm") -> Path:
         """Write this vector as a llama.cpp control vector (see ``personalab.export.to_gguf``)."""
         from personalab.export import to_gguf  # export sits above the vector maths; it only needs the shift
 

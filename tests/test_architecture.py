@@ -18,6 +18,7 @@ FLOORS = {
     "_io": 1,
     "config": 1,
     "validate": 1,
+    "options": 1,
     "stats": 1,
     "results": 1,
     "profiling": 1,
