@@ -54,6 +54,8 @@ FLOORS = {
     "widgets": 9,
     "assignments": 9,
     "checks": 9,
+    "cli": 9,
+    "__main__": 9,
 }
 
 

@@ -1,0 +1,3 @@
+from personalab.cli import main
+
+raise SystemExit(main())
