@@ -30,6 +30,7 @@ $(STAMP): $(LOCK) pyproject.toml | $(BIN)/python
 lint: setup
 	$(BIN)/ruff check personalab tests benchmarks scripts
 	$(BIN)/ruff format --check personalab tests benchmarks scripts
+	$(BIN)/mypy
 
 unit: setup
 	$(BIN)/pytest -q tests --ignore=tests/test_book_html.py

@@ -39,7 +39,7 @@ def stub_source(source: str) -> str:
             first = node.body[0]
             has_doc = (
                 isinstance(first, ast.Expr)
-                and isinstance(getattr(first, "value", None), ast.Constant)
+                and isinstance(first.value, ast.Constant)
                 and isinstance(first.value.value, str)
             )
             head_end = first.end_lineno if has_doc else first.lineno - 1

@@ -48,7 +48,7 @@ def cmd_traits(args: argparse.Namespace) -> None:
     """List the built-in traits: name, description, questions per split, graded prompts."""
     from personalab import traits
 
-    rows = []
+    rows: list[dict] = []
     for name in traits.list_traits():
         t = traits.load(name)
         rows.append(

@@ -78,7 +78,7 @@ def settings() -> Settings:
     if raw.get("cache") == "":
         raw.pop("cache")
     try:
-        return Settings(**raw)
+        return Settings(**raw)  # type: ignore[arg-type]  # pydantic converts and validates the strings
     except ValidationError as err:
         bad = err.errors()[0]
         name = str(bad["loc"][0])

@@ -94,7 +94,11 @@ def to_gguf(
     hint = _model_hint(vector, model_hint)
     shifts = {layer: _shift_array(vector, layer, coef, coef_mode) for layer in steered}
     path = _prepare_path(path)
-    provenance = {"personalab.trait": vector.trait, "personalab.coef": coef, "personalab.coef_mode": coef_mode}
+    provenance: dict[str, str | float] = {
+        "personalab.trait": vector.trait,
+        "personalab.coef": coef,
+        "personalab.coef_mode": coef_mode,
+    }
     _write_control_vector(path, shifts, hint, vector.n_layers, provenance)
     return path
 

@@ -7,6 +7,7 @@ embeddings, index i = output of decoder block i, ``n_layers + 1`` rows).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -81,7 +82,7 @@ def generate_contrastive(
     tok = model.tokenizer
     p_pos = [chat_prompt(tok, q, trait.system_prompt(i, True)) for q, i in zip(qs, idx, strict=True)]
     p_neg = [chat_prompt(tok, q, trait.system_prompt(i, False)) for q, i in zip(qs, idx, strict=True)]
-    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
+    kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
     a_pos, a_neg = answers[: len(p_pos)], answers[len(p_pos) :]
     return ContrastiveSet(
@@ -183,7 +184,9 @@ def extract_persona_vector(
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    thresholds = dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs)
+    thresholds: dict[str, Any] = dict(
+        pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs
+    )
     may_escalate = cset is None and "instructions_per_question" not in gen_kwargs
     if cset is None:
         cset = generate_contrastive(model, trait, **gen_kwargs)

@@ -690,9 +690,7 @@ def shift_null(
         raise ValueError(f"no direction given for trait(s) {missing}")
     n_random = positive_int(n_random, "n_random")
     X = torch.stack(list(vectors_of_one_width(dict(enumerate(deltas)), "deltas").values()))  # [n, d]
-    directions = vectors_of_one_width(
-        {t: directions[t] for t in set(traits)}, "directions", width=X.shape[1], nonzero=True
-    )
+    dirs = vectors_of_one_width({t: directions[t] for t in set(traits)}, "directions", width=X.shape[1], nonzero=True)
     y = [finite_real(v, f"d_trait[{i}]") for i, v in enumerate(d_trait)]
     names = sorted(set(traits))
     gen = torch.Generator().manual_seed(seed)
@@ -703,7 +701,7 @@ def shift_null(
     def projections(units: Mapping[str, torch.Tensor]) -> list[float]:
         return [float(X[i] @ units[t]) for i, t in enumerate(traits)]
 
-    real = projections({t: unit(directions[t]) for t in names})
+    real = projections({t: unit(dirs[t]) for t in names})
     null = []
     for _ in range(n_random):
         rand = {t: unit(torch.randn(X.shape[1], generator=gen, dtype=torch.float64)) for t in names}

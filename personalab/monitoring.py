@@ -304,9 +304,11 @@ def monitoring_null(
     cols = [proj[:, j].tolist() for j in range(proj.shape[1])]
     out = {}
     for name, fn in (("per_sample", r_sample), ("per_prompt", r_prompt)):
-        ci = bootstrap_ci(
-            lambda draw, fn=fn: fn(cols[0], [i for g in draw for i in groups[g]]), len(groups), n_boot=n_boot, seed=seed
-        )
+
+        def stat(draw: list[int], fn=fn) -> float:
+            return fn(cols[0], [i for g in draw for i in groups[g]])
+
+        ci = bootstrap_ci(stat, len(groups), n_boot=n_boot, seed=seed)
         out[name] = null_summary(fn(cols[0], every), [fn(c, every) for c in cols[1:]], ci)
     return out
 
@@ -387,7 +389,7 @@ class Monitor:
             raise ValueError("an infinite threshold never alerts: give a finite threshold with on_alert")
         window = positive_int(window, "window")
         self.model, self.vectors, self.threshold, self.window = model, vectors, float(threshold), window
-        self.layers = (check_layer(model, layer),)
+        self.layers: tuple[int, ...] = (check_layer(model, layer),)
         self.on_alert = on_alert
         self.units = torch.stack([v.unit(layer) for v in vectors])  # [n_traits, d]
         self._steps: list[torch.Tensor] = []

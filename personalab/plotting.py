@@ -19,7 +19,7 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
-    return ax.figure, ax
+    return ax.get_figure(root=True), ax  # type: ignore[return-value]  # an Axes' root figure is a Figure
 
 
 def _show(token: str) -> str:

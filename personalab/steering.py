@@ -326,7 +326,10 @@ def steering_null(
             raise ValueError(f"{len(ans)} {conditions[k][0]} answers for {len(questions)} questions")
     todo = [k for k in range(len(conditions)) if given.get(k) is None]
     prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
-    specs = [None if conditions[k][1] is None else (conditions[k][1], layer, coef) for k in todo for _ in questions]
+    specs: list[tuple[PersonaVector, int, float] | None] = []
+    for k in todo:
+        direction = conditions[k][1]
+        specs += [None if direction is None else (direction, layer, coef)] * len(questions)
     new = generate(
         model,
         prompts * len(todo),
@@ -336,7 +339,7 @@ def steering_null(
     )
     n = len(questions)
     by_condition = {k: new[j * n : (j + 1) * n] for j, k in enumerate(todo)}
-    answers = [a for k in range(len(conditions)) for a in (by_condition.get(k) or list(given[k]))]
+    answers = [a for k in range(len(conditions)) for a in (by_condition.get(k) or list(given[k] or []))]
     scores = judge.score(trait, questions * len(conditions), answers)
     trait_of = [
         [s.trait if s.trait is not None else float("nan") for s in scores[k * n : (k + 1) * n]]

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from personalab._io import read_text
 from personalab.validate import safe_name
@@ -121,7 +122,7 @@ def validate(data: dict) -> None:
         safe_name(data["name"], "the trait name")  # it names cache files
     except ValueError as err:
         raise TraitError(f"trait field 'name': {err}") from None
-    ins = data.get("instructions")
+    ins: Any = data.get("instructions")  # checked field by field below
     _need(
         isinstance(ins, list) and len(ins) == N_INSTRUCTIONS,
         "instructions",
@@ -133,7 +134,7 @@ def validate(data: dict) -> None:
             f"instructions[{i}]",
             "needs non-empty 'pos' and 'neg' strings",
         )
-    qs = data.get("questions")
+    qs: Any = data.get("questions")
     _need(isinstance(qs, dict), "questions", "must be an object with 'extraction' and 'evaluation' lists")
     for split in ("extraction", "evaluation"):
         lst = qs.get(split)

@@ -66,7 +66,7 @@ def _reference_keep(pos_trait, neg_trait, pos_coh, neg_coh, **thresholds) -> lis
 
 
 # each case: p+ trait, p- trait, p+ coherence, p- coherence (None = the judge abstained)
-_PAIR_CASES = [
+_PAIR_CASES: list[tuple[list, list, list, list]] = [
     ([80, 50, 49.9, 90, 70, 95], [10, 20, 10, 50, 49.9, 5], [90, 60, 80, 70, 50, 88], [85, 70, 90, 60, 50, 40]),
     ([None, 75, 60, 100], [5, None, 30, 0], [90, 80, None, 70], [80, 90, 60, None]),
 ]
@@ -76,7 +76,7 @@ def check_pair_filter(fn) -> None:
     """``fn(pos_trait, neg_trait, pos_coherence, neg_coherence, pos_min=50, neg_max=50, coherence_min=50)``
     -> indices of the pairs to keep (p+ trait >= pos_min, p- trait < neg_max, both coherence
     >= coherence_min; a missing score never passes)."""
-    runs = [(case, {}) for case in _PAIR_CASES] + [
+    runs: list[tuple[tuple[list, list, list, list], dict[str, float]]] = [(case, {}) for case in _PAIR_CASES] + [
         (_PAIR_CASES[0], {"pos_min": 70, "neg_max": 15, "coherence_min": 80})
     ]
     for (pt, nt, pc, nc), kw in runs:
@@ -116,7 +116,7 @@ def check_choose_layer(fn) -> None:
     from personalab.vectors import choose_layer
 
     gen = torch.Generator().manual_seed(4)
-    cases = []
+    cases: list[tuple[torch.Tensor, dict[str, float]]] = []
     sep = torch.rand(31, generator=gen)
     sep[30], sep[2] = 5.0, 4.0  # the global maxima lie outside the middle band
     cases.append((sep, {}))

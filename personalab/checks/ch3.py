@@ -109,7 +109,9 @@ def check_coherent_best(fn) -> None:
     the trait at coefficient 0 (as ``steering.curve_summary``)."""
     from personalab.steering import curve_summary
 
-    runs = [(c, {}) for c in _CURVES] + [(_CURVES[0], {"min_coherence": 80, "max_repetition": 0.03})]
+    runs: list[tuple[list[dict], dict[str, float]]] = [(c, {}) for c in _CURVES] + [
+        (_CURVES[0], {"min_coherence": 80, "max_repetition": 0.03})
+    ]
     for rows, kw in runs:
         ref = curve_summary([dict(r) for r in rows], **kw)
         want = (ref["best_coef"], ref["gain"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from personalab.checks._core import ExerciseFailed, assert_close, call, passed
@@ -29,7 +31,7 @@ def _tiny_and_vector():
 
 def _block_output(hf, layer: int, hook=None) -> torch.Tensor:
     """Output of block ``layer`` (after ``hook``, if any) on a fixed prompt."""
-    seen = {}
+    seen: dict[str, Any] = {}
     handles = []
     if hook is not None:
         handles.append(hf.model.layers[layer - 1].register_forward_hook(hook))
