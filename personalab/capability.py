@@ -11,6 +11,7 @@ next-token distribution on neutral text, the other half of steering's price.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -159,7 +160,8 @@ def _scoring_logits(model, inputs: dict[str, torch.Tensor], keep: torch.Tensor) 
     return logits.detach().float()
 
 
-_UNSTEERED: dict[tuple, float] = {}
+# per model object (weakly held), then per item set: the unsteered score, computed once
+_UNSTEERED: weakref.WeakKeyDictionary[object, dict[tuple, float]] = weakref.WeakKeyDictionary()
 
 
 @staged("capability")
@@ -174,14 +176,15 @@ def capability_score(model, items: Sequence[Item] | None = None) -> float:
     bad = next((it for it in items if not isinstance(it, Item)), None)
     if bad is not None:
         raise TypeError(f"capability_score() takes capability.Item objects, got {bad!r:.60} ({type(bad).__name__})")
-    key = (id(model), model_id(model), repr(items))  # the items' content, not only their ids
+    key = (model_id(model), repr(items))  # the items' content, not only their ids
+    memo = _UNSTEERED.setdefault(model, {})
     steered = bool(active_interventions(model))
-    if not steered and key in _UNSTEERED:
-        return _UNSTEERED[key]
+    if not steered and key in memo:
+        return memo[key]
     lps = choice_logprobs(model, [f"Question: {it.question}\nAnswer:" for it in items], [it.choices for it in items])
     acc = sum(int(lp.argmax().item() == it.answer) for lp, it in zip(lps, items, strict=True)) / len(items)
     if not steered:
-        _UNSTEERED[key] = acc
+        memo[key] = acc
     return acc
 
 

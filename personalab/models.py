@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,7 +222,7 @@ def _load(name: str, device: str, dtype: torch.dtype | None, remote: bool, cache
 
     if remote:
         lm = nnsight.TransformersModel(name, task="text-generation")
-        _REMOTE.add(id(lm))
+        _REMOTE.add(lm)
         return lm
     if name == DEFAULT_MODEL:
         hf, tok = _load_embedded(cache_dir, dtype)
@@ -404,12 +405,12 @@ def check_context(model, texts: list[str], max_new_tokens: int = 0) -> list[int]
     return lengths
 
 
-_REMOTE: set[int] = set()
+_REMOTE: weakref.WeakSet[object] = weakref.WeakSet()  # models that run on NDIF (weakly held)
 
 
 def trace_kwargs(model) -> dict:
     """Keyword arguments every personalab trace passes to nnsight (``remote=True`` on NDIF)."""
-    return {"remote": True} if id(model) in _REMOTE else {}
+    return {"remote": True} if model in _REMOTE else {}
 
 
 def layer_output(model, layer: int):

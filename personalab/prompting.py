@@ -10,6 +10,7 @@ of (model, prompts, settings, active interventions), so re-running a notebook is
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -71,12 +72,13 @@ def apply_interventions(model, hooks: Sequence[Intervention], step: int) -> None
                 h.on_layer(model, layer, step)
 
 
-_ACTIVE: dict[int, list[Intervention]] = {}
+# keyed weakly on the model object (an id() could be reused by another model after this one is freed)
+_ACTIVE: weakref.WeakKeyDictionary[object, list[Intervention]] = weakref.WeakKeyDictionary()
 
 
 def active_interventions(model) -> list[Intervention]:
     """Interventions currently switched on for ``model`` (by ``with steer(...)`` blocks)."""
-    return _ACTIVE.setdefault(id(model), [])
+    return _ACTIVE.setdefault(model, [])
 
 
 def generate_batch(

@@ -328,3 +328,20 @@ def test_random_directions_like_rejects_zero(tiny):
 
     with pytest.raises(ValueError, match="n must be >= 1"):
         random_directions_like(_vec(tiny), 0)
+
+
+def test_intervention_registry_holds_models_weakly(tiny):
+    """Steering state is keyed on the model object, weakly: a freed model leaves no entry behind."""
+    import gc
+
+    from personalab.prompting import _ACTIVE, active_interventions
+
+    other = pl.tiny_model()  # a second model object of the same shape
+    with steer(other, _vec(other), layers=1, coef=1.0):
+        assert len(active_interventions(other)) == 1
+        assert active_interventions(tiny) == []  # another model is not steered
+    assert active_interventions(other) == []
+    n_before = len(_ACTIVE)
+    del other
+    gc.collect()
+    assert len(_ACTIVE) == n_before - 1
