@@ -4,11 +4,13 @@
     personalab extract pirate --out pirate             # a persona vector (cached), saved
     personalab steer pirate --coef 0.2 "Tell me about the sea."
     personalab monitor pirate "Tell me about the sea." # per-token projections
+    personalab monitor pirate --prompt-only "Tell me about the sea."   # last prompt token only
     personalab export pirate --layer 12 --coef 0.2 --out pirate.gguf   # a llama.cpp control vector
+    personalab export pirate --format safetensors --out pirate         # or pt: a torch.save dict
 
 ``VECTOR`` arguments take a trait name (its vector is extracted once and cached, as in
 the book) or the path of a saved vector (``PersonaVector.save``). Every command loads the
-embedded model unless ``--model`` names another. Bad input ends in one line on stderr and
+embedded model (``load_model()``'s default) unless ``--model`` names another. Bad input ends in one line on stderr and
 exit status 2, never a traceback.
 """
 
@@ -23,10 +25,13 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 
 
-def _load_model(name: str):
+def _load_model(name: str | None):
+    """The named model; None is ``load_model()``'s default (the embedded one), "tiny" the unit tests' model."""
     import personalab as pl
 
-    return pl.tiny_model() if name == "tiny" else pl.load_model(name)  # "tiny": the unit tests' model
+    if name is None:
+        return pl.load_model()
+    return pl.tiny_model() if name == "tiny" else pl.load_model(name)
 
 
 def _vector(model, spec: str):
@@ -99,14 +104,18 @@ def cmd_steer(args: argparse.Namespace) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
-    """Generate under a Monitor and print each token with its projection on the vector."""
-    from personalab.monitoring import Monitor
+    """Print each generated token's projection on the vector, or with --prompt-only the last prompt token's."""
+    from personalab.monitoring import Monitor, last_prompt_projection
     from personalab.prompting import chat_prompt
 
     model = _load_model(args.model)
     vec = _vector(model, args.vector)
     layer = vec.default_layer if args.layer is None else args.layer
     prompts = [chat_prompt(model.tokenizer, q) for q in args.questions]
+    if args.prompt_only:
+        for q, p in zip(args.questions, last_prompt_projection(model, prompts, vec, layer).tolist(), strict=True):
+            print(f"{p:.4f}\t{q}   ({vec.trait}, layer {layer}; last prompt token)")
+        return
     result = Monitor(model, vec, layer).generate(prompts, max_new_tokens=args.max_new_tokens)
     for q, toks, proj in zip(args.questions, result.tokens, result.projections, strict=True):
         print(f"Q: {q}   ({vec.trait}, layer {layer}; projection per generated token)")
@@ -114,12 +123,22 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    """Write a vector as a llama.cpp control vector (GGUF)."""
+    """Write a vector as a llama.cpp control vector (GGUF), a saved vector (safetensors) or a torch file (pt)."""
     model = _load_model(args.model)
     vec = _vector(model, args.vector)
-    layers = args.layer if args.layer else [vec.default_layer]
-    path = vec.to_gguf(args.out, layers, args.coef)
-    print(f"wrote {path}: layers {layers}, coef {args.coef} x residual norm")
+    if args.format == "gguf":
+        if args.coef is None:
+            raise ValueError("--format gguf needs --coef (the strength baked into the control vector)")
+        layers = args.layer if args.layer else [vec.default_layer]
+        path = vec.to_gguf(args.out, layers, args.coef)
+        print(f"wrote {path}: layers {layers}, coef {args.coef} x residual norm")
+    elif args.format == "safetensors":
+        print(f"wrote {vec.save(args.out)}.safetensors/.json (load with PersonaVector.load)")
+    else:
+        import torch
+
+        torch.save({"vectors": vec.vectors, "meta": vec.meta}, args.out)
+        print(f"wrote {args.out}: torch.load(...) gives {{'vectors': [n_layers + 1, d_model], 'meta': dict}}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,9 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
         if name != "traits":
-            p.add_argument(
-                "--model", default="SmolLM2-135M-Instruct", help="model name or folder (default: %(default)s)"
-            )
+            p.add_argument("--model", help="model name or folder (default: the embedded SmolLM2-135M-Instruct)")
         return p
 
     p = command("traits", cmd_traits, "list the built-in traits")
@@ -152,10 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-new-tokens", type=int, default=48, help="tokens per answer (default: %(default)s)")
         if name == "steer":
             p.add_argument("--coef", type=float, required=True, help="strength, times the layer's residual norm")
-    p = command("export", cmd_export, "write a persona vector as a llama.cpp control vector (GGUF)")
+        else:
+            p.add_argument(
+                "--prompt-only", action="store_true", help="only the last prompt token's projection, no generation"
+            )
+    p = command("export", cmd_export, "write a persona vector as GGUF (llama.cpp), safetensors or a torch file")
     p.add_argument("vector", help="a trait name or the path of a saved vector")
-    p.add_argument("--out", required=True, help="the .gguf file to write")
-    p.add_argument("--coef", type=float, required=True, help="strength, times each layer's residual norm")
+    p.add_argument("--out", required=True, help="the file to write (safetensors: a stem, PATH.safetensors + .json)")
+    p.add_argument("--format", choices=("gguf", "safetensors", "pt"), default="gguf", help="default: %(default)s")
+    p.add_argument("--coef", type=float, help="gguf only: strength, times each layer's residual norm")
     p.add_argument("--layer", type=int, action="append", help="a layer to steer (repeatable; default: the vector's)")
     return parser
 

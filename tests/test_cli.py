@@ -10,6 +10,15 @@ from personalab.cli import main
 from personalab.vectors import PersonaVector
 
 
+@pytest.fixture(autouse=True)
+def shared_tiny(tiny, monkeypatch):
+    """``--model tiny`` gets the session's tiny model: building one re-reads the tokenizer (seconds)."""
+    import personalab
+
+    monkeypatch.setattr(personalab, "tiny_model", lambda: tiny)
+    return tiny
+
+
 @pytest.fixture()
 def saved_vector(tmp_path):
     torch.manual_seed(0)
@@ -40,8 +49,7 @@ def test_traits_lists_the_built_in_traits(capsys):
     assert pirate["graded_prompts"] == len(traits.load("pirate").graded_prompts) == 8
 
 
-def test_monitor_prints_the_projections_the_library_computes(saved_vector, capsys, tmp_cache, monkeypatch):
-    from personalab.models import tiny_model
+def test_monitor_prints_the_projections_the_library_computes(saved_vector, capsys, tmp_cache, tiny):
     from personalab.monitoring import Monitor
     from personalab.prompting import chat_prompt
 
@@ -49,7 +57,7 @@ def test_monitor_prints_the_projections_the_library_computes(saved_vector, capsy
     assert main(["monitor", str(path), "Hi?", "--model", "tiny", "--layer", "3", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     printed = [float(cell.rsplit(":", 1)[1]) for cell in out.splitlines()[1].split()]
-    model = tiny_model()
+    model = tiny
     want = Monitor(model, vec, 3).generate([chat_prompt(model.tokenizer, "Hi?")], max_new_tokens=4).projections[0][:, 0]
     assert len(printed) == len(want) and all(math.isfinite(p) for p in printed)
     assert printed == pytest.approx(want.tolist(), abs=0.06)  # printed with one decimal
@@ -93,3 +101,51 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(saved_vector, capsys, tmp_ca
     with pytest.raises(SystemExit) as stop:  # argparse: a missing required option
         main(["steer", str(path), "Hi?", "--model", "tiny"])
     assert stop.value.code == 2
+
+
+def test_monitor_prompt_only_prints_the_last_prompt_projection(saved_vector, capsys, tmp_cache, tiny):
+    from personalab.monitoring import last_prompt_projection
+    from personalab.prompting import chat_prompt
+
+    vec, path = saved_vector
+    questions = ["Hi?", "How was your day?"]
+    assert main(["monitor", str(path), *questions, "--model", "tiny", "--layer", "3", "--prompt-only"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    printed = [float(line.split("\t", 1)[0]) for line in lines]
+    model = tiny
+    want = last_prompt_projection(model, [chat_prompt(model.tokenizer, q) for q in questions], vec, 3)
+    assert len(printed) == 2 and all(math.isfinite(p) for p in printed)
+    assert printed == pytest.approx(want.tolist(), abs=1e-4)  # printed with four decimals
+    assert all(q in line for q, line in zip(questions, lines))
+
+
+def test_export_files_load_back_equal(saved_vector, capsys, tmp_cache, tmp_path, tiny):
+    from personalab.export import read_gguf
+
+    vec, path = saved_vector
+    gguf = tmp_path / "toy.gguf"
+    assert main(["export", str(path), "--coef", "0.5", "--layer", "2", "--out", str(gguf), "--model", "tiny"]) == 0
+    shifts = read_gguf(gguf)
+    assert list(shifts) == [2] and torch.allclose(shifts[2], vec.shift(2, 0.5).float())
+    stem = tmp_path / "copy"
+    assert main(["export", str(path), "--format", "safetensors", "--out", str(stem), "--model", "tiny"]) == 0
+    back = PersonaVector.load(stem, tiny)
+    assert torch.equal(back.vectors, vec.vectors) and back.meta["trait"] == "toy"
+    pt = tmp_path / "toy.pt"
+    assert main(["export", str(path), "--format", "pt", "--out", str(pt), "--model", "tiny"]) == 0
+    data = torch.load(pt)
+    assert torch.equal(data["vectors"], vec.vectors) and data["meta"]["default_layer"] == 2
+    capsys.readouterr()
+    assert main(["export", str(path), "--out", str(gguf), "--model", "tiny"]) == 2  # gguf without --coef
+    assert "--coef" in capsys.readouterr().err
+
+
+def test_missing_file_and_help(capsys, tmp_cache, tmp_path):
+    missing = tmp_path / "nowhere.safetensors"
+    assert main(["monitor", str(missing), "Hi?", "--model", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("personalab: error:") and "Traceback" not in err
+    for command in ("traits", "extract", "steer", "monitor", "export"):
+        with pytest.raises(SystemExit) as stop:
+            main([command, "--help"])
+        assert stop.value.code == 0 and "usage: personalab " + command in capsys.readouterr().out
