@@ -33,6 +33,8 @@ _LAZY = {  # public name -> module that defines it, one step of the method per l
     "persona_vector": "extraction",
     "extract_persona_vector": "extraction",
     "steer": "steering",
+    "cap": "steering",
+    "steer_when": "steering",
     "sweep": "steering",
     "Monitor": "monitoring",
     "load_dataset": "finetune",

@@ -17,6 +17,16 @@ interventions. Negative ``coef`` suppresses the trait.
   * ``"prompt"``: prompt positions only (the prefill step);
   * ``"response"``: the last prompt position at prefill, then every new token (as the
     paper's code does).
+
+Steering only when needed (same ``with`` use, same generation paths):
+  * ``cap(model, vector, layer, max_projection)``: activation capping; at every position,
+    ``h <- h - relu(h·u - max_projection) u`` (``u`` the unit vector), so only positions
+    that go further toward the trait than the cap are pulled back to it;
+    ``typical_max_projection`` reads a cap off the model's own answers;
+  * ``steer_when(model, vector, layer, coef, threshold=...)``: the push ``steer`` adds,
+    only at the positions (per generation step) where a monitor's projection, on
+    ``condition`` at ``condition_layer`` (defaults: the same vector and layer), exceeds
+    ``threshold``.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from personalab._io import stable_hash
 from personalab.models import check_layer, layer_output
 from personalab.options import CoefMode, Positions
 from personalab.prompting import active_interventions
-from personalab.validate import finite_real, integer, text_list
+from personalab.validate import finite_real, integer, real_number, text_list
 from personalab.vectors import PersonaVector, random_directions_like
 
 POSITIONS = ("all", "prompt", "response")
@@ -148,6 +158,210 @@ def steer(
 ) -> Steering:
     """Steer ``model`` with ``vector`` inside a ``with`` block (see the module docstring)."""
     return Steering(model, vector, layers, coef, positions, coef_mode)
+
+
+# -- steering only when needed: capping and monitor-triggered steering ------------------------
+
+
+def _direction(model, vector: object, layer: int, what: str) -> torch.Tensor:
+    """``vector``'s unit direction at ``layer`` as float32 [d], after checking it belongs to
+    ``model`` and has a direction there (a zero vector would silently do nothing)."""
+    if not isinstance(vector, PersonaVector):
+        raise TypeError(f"{what} must be a PersonaVector, got {vector!r:.60} ({type(vector).__name__})")
+    vector.check_model(model)
+    v = vector.at(layer)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"the {what} at layer {layer} holds NaN or infinite values")
+    if float(v.norm()) == 0.0:
+        raise ValueError(f"the {what} is all zeros at layer {layer}: it has no direction")
+    return vector.unit(layer).float()
+
+
+def _projection(h: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Projection of the residual stream ``h`` [batch, pos, d] on ``unit`` [d], in float32:
+    [batch, pos]. An elementwise product and a sum, so bfloat16 autocast leaves it float32."""
+    return (h.float() * unit.to(device=h.device)).sum(-1)
+
+
+class Capping:
+    """Caps the projection of the residual stream on ``vector``'s direction ``u`` (unit) at
+    ``layer``: ``h <- h - relu(h·u - max_projection) u`` at every position and every
+    generation step. A position at or below the cap is left exactly as it was; one above
+    it loses only the excess along ``u``. Use via ``cap``."""
+
+    def __init__(self, model, vector: PersonaVector, layer: int, max_projection: float):
+        self.layer = check_layer(model, layer, allow_embeddings=False)
+        self.unit = _direction(model, vector, self.layer, "vector")
+        self.layers: tuple[int, ...] = (self.layer,)
+        self.max_projection = finite_real(max_projection, "max_projection")
+        self.model, self.vector = model, vector
+
+    def cache_key(self) -> object:
+        return ["cap", stable_hash(self.unit.tolist()), self.layer, self.max_projection]
+
+    def on_layer(self, model, layer: int, step: int) -> None:
+        out = layer_output(model, layer)
+        u = self.unit.to(device=out.device)
+        excess = torch.relu(_projection(out, u) - self.max_projection)  # [batch, pos], 0 where under the cap
+        out[:] -= (excess[..., None] * u).to(out.dtype)
+
+    def __enter__(self) -> Capping:
+        active_interventions(self.model).insert(0, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        active_interventions(self.model).remove(self)
+
+    def __repr__(self) -> str:
+        return f"Capping({self.vector.trait!r}, layer={self.layer}, max_projection={self.max_projection})"
+
+
+def cap(model, vector: PersonaVector, layer: int, max_projection: float) -> Capping:
+    """Cap the projection on ``vector`` at ``layer`` to ``max_projection`` inside a ``with`` block.
+
+    Where ``steer`` pushes every position by the same amount, capping acts only on
+    positions that already go further toward the trait than ``max_projection`` (in
+    the residual stream's own units, as ``vectors.project`` and ``Monitor`` measure):
+    ordinary behaviour passes untouched. ``typical_max_projection`` picks a cap from
+    the model's own answers. To keep a projection from falling *below* a floor ``m``,
+    cap ``-vector`` at ``-m``.
+    """
+    return Capping(model, vector, layer, max_projection)
+
+
+def typical_max_projection(
+    model,
+    vector: PersonaVector,
+    layer: int,
+    questions: Sequence[str],
+    *,
+    system: str | None = None,
+    percentile: float = 99.0,
+    max_new_tokens: int = 48,
+) -> float:
+    """A cap for ``cap``: the ``percentile``-th percentile of the projections on ``vector`` at
+    ``layer`` over every position (prompt and answer) of the model's greedy answers to
+    ``questions`` under ``system``. Capping there leaves about ``100 - percentile`` % of
+    ordinary positions touched. The answers are generated under whatever steering is
+    active: call it outside ``with`` blocks to measure the model's own behaviour."""
+    from personalab.activations import residual_stream
+    from personalab.prompting import ask, chat_prompt
+
+    questions = text_list(questions, "questions")
+    layer = check_layer(model, layer, allow_embeddings=False)
+    unit = _direction(model, vector, layer, "vector")
+    percentile = finite_real(percentile, "percentile")
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be between 0 and 100, got {percentile}")
+    answers = ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
+    texts = [chat_prompt(model.tokenizer, q, system) + a for q, a in zip(questions, answers, strict=True)]
+    # one text per trace: no padding positions to leave out
+    proj = torch.cat([_projection(residual_stream(model, [t], upto=layer)[:, layer], unit)[0] for t in texts])
+    return float(torch.quantile(proj.double(), percentile / 100))
+
+
+class ConditionalSteering:
+    """Adds ``coef x direction`` at ``layer`` only at the positions whose residual stream at
+    ``condition_layer`` projects on the ``condition`` direction (unit) above ``threshold``.
+    Use via ``steer_when``."""
+
+    def __init__(
+        self,
+        model,
+        vector: PersonaVector,
+        layer: int,
+        coef: float,
+        threshold: float,
+        condition: PersonaVector | None = None,
+        condition_layer: int | None = None,
+        coef_mode: CoefMode = "norm",
+    ):
+        vector.check_model(model)
+        if coef_mode not in COEF_MODES:
+            raise ValueError(f"coef_mode must be one of {COEF_MODES}, got {coef_mode!r}")
+        self.layer = check_layer(model, layer, allow_embeddings=False)
+        self.condition_layer = (
+            self.layer if condition_layer is None else check_layer(model, integer(condition_layer, "condition_layer"))
+        )
+        if self.condition_layer > self.layer:
+            raise ValueError(
+                f"condition_layer {self.condition_layer} comes after layer {self.layer}: the condition is "
+                "read in the same forward step, before the push, so it must be at or before the steered layer"
+            )
+        self.condition = vector if condition is None else condition
+        self.gate = _direction(model, self.condition, self.condition_layer, "condition vector")
+        self.coef, self.coef_mode = finite_real(coef, "coef"), coef_mode
+        self.threshold = real_number(threshold, "threshold")  # +-inf allowed: never / always steer
+        self.delta = vector.shift(self.layer, self.coef, coef_mode)  # [d], as steer() adds it
+        _check_push(self.layer, self.delta)
+        self.model, self.vector = model, vector
+        self.layers: tuple[int, ...] = tuple(sorted({self.condition_layer, self.layer}))
+        self.mask: torch.Tensor | None = None  # [batch, pos] of the current step: where to push
+
+    def cache_key(self) -> object:
+        return [
+            "steer-when",
+            stable_hash(self.delta.tolist()),
+            self.layer,
+            self.coef,
+            self.coef_mode,
+            stable_hash(self.gate.tolist()),
+            self.condition_layer,
+            self.threshold,
+        ]
+
+    def on_layer(self, model, layer: int, step: int) -> None:
+        out = layer_output(model, layer)
+        if layer == self.condition_layer:  # read before the push (same layer) or at an earlier one
+            self.mask = _projection(out, self.gate) > self.threshold
+        if layer == self.layer:
+            if self.mask is None:
+                raise RuntimeError("steer_when: the condition layer was not read before the steered layer")
+            d = self.delta.to(dtype=out.dtype, device=out.device)
+            out[:] = torch.where(self.mask[..., None], out + d, out)
+            self.mask = None
+
+    def __enter__(self) -> ConditionalSteering:
+        active_interventions(self.model).insert(0, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        active_interventions(self.model).remove(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"ConditionalSteering({self.vector.trait!r}, layer={self.layer}, coef={self.coef}, "
+            f"mode={self.coef_mode!r}, when {self.condition.trait!r} at layer {self.condition_layer} "
+            f"> {self.threshold})"
+        )
+
+
+def steer_when(
+    model,
+    vector: PersonaVector,
+    layer: int,
+    coef: float,
+    *,
+    threshold: float,
+    condition: PersonaVector | None = None,
+    condition_layer: int | None = None,
+    coef_mode: CoefMode = "norm",
+) -> ConditionalSteering:
+    """Steer with ``vector`` only where a monitor says so, inside a ``with`` block.
+
+    At every generation step and every position, the residual stream at
+    ``condition_layer`` (default ``layer``) is projected on the unit ``condition``
+    vector (default ``vector`` itself) there; where the projection exceeds
+    ``threshold``, ``coef x direction`` is added at ``layer`` (the push ``steer``
+    adds, same ``coef_mode``), elsewhere nothing. The prompt pass gates each prompt
+    position on its own projection; each later step gates the new token. The
+    projection is read before the push (``condition_layer`` must not come after
+    ``layer``), on the residual stream as earlier interventions left it.
+    ``threshold=math.inf`` never steers; ``-math.inf`` always does (= ``steer``).
+    A negative ``coef`` with ``condition=vector`` pulls back only the positions that
+    drift toward the trait.
+    """
+    return ConditionalSteering(model, vector, layer, coef, threshold, condition, condition_layer, coef_mode)
 
 
 # -- sweeps: what steering buys and what it costs ---------------------------------------------

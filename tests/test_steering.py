@@ -345,3 +345,289 @@ def test_intervention_registry_holds_models_weakly(tiny):
     del other
     gc.collect()
     assert len(_ACTIVE) == n_before - 1
+
+
+# -- steering only when needed: capping and conditional steering -------------------------------
+
+
+def _hf_ids(tiny, prompts, hooks, n=6):
+    """Greedy new token ids from plain HF generate with forward hooks ``{layer: fn(out) -> out}``
+    on the blocks (layer i = output of block i), the reference the nnsight interventions must match."""
+    hf, tok = tiny._module, tiny.tokenizer
+    handles = [
+        hf.model.layers[layer - 1].register_forward_hook(lambda mod, inp, out, fn=fn: fn(out))
+        for layer, fn in sorted(hooks.items())
+    ]
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    try:
+        with torch.no_grad():
+            ids = hf.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    finally:
+        for h in handles:
+            h.remove()
+    return ids[:, enc["input_ids"].shape[1] :]
+
+
+def _prompts(tiny):
+    return [chat_prompt(tiny.tokenizer, q) for q in ("Hello there?", "Why?", "Tell me a story.")]
+
+
+def _small_push_vec(tiny):
+    """``_vec`` with a residual norm near the tiny model's own (~0.2), so norm-mode pushes are moderate."""
+    vec = _vec(tiny)
+    return PersonaVector(vec.vectors, {**vec.meta, "residual_norm": [0.2] * 5})
+
+
+def _cap_hook(unit, max_projection, seen):
+    def fn(out):
+        proj = (out.float() * unit).sum(-1)  # [batch, pos]
+        seen.append(proj)
+        return out - (torch.relu(proj - max_projection)[..., None] * unit).to(out.dtype)
+
+    return fn
+
+
+@pytest.mark.filterwarnings("ignore:every answer in this batch")
+@pytest.mark.parametrize("max_projection", [-0.02, -0.3])
+def test_capping_matches_forward_hook(tiny, tmp_cache, max_projection):
+    """``cap`` clamps the projection on the unit vector at every position and step, exactly as a
+    plain forward hook computing h - relu(h·u - max) u does: same token ids, same answers."""
+    from personalab.monitoring import Monitor
+    from personalab.prompting import generate_batch
+    from personalab.steering import cap
+
+    vec, prompts = _vec(tiny), _prompts(tiny)
+    seen: list[torch.Tensor] = []
+    want = _hf_ids(tiny, prompts, {2: _cap_hook(vec.unit(2), max_projection, seen)})
+    assert (seen[0] > max_projection).any()  # the prompt pass had positions above the cap: the clamp is exercised
+    with cap(tiny, vec, 2, max_projection) as c:
+        assert c.layers == (2,)
+        assert torch.equal(generate_batch(tiny, prompts, 6), want)
+        assert generate(tiny, prompts, max_new_tokens=6) == tiny.tokenizer.batch_decode(want, skip_special_tokens=True)
+        after = Monitor(tiny, vec, 2).generate(prompts, max_new_tokens=6).projections  # read after the cap
+    before = torch.stack([p[:, -1] for p in seen], dim=1)  # [batch, steps], the hook's uncapped projections
+    for i, p in enumerate(after):
+        torch.testing.assert_close(p[:, 0], before[i, : len(p)].clamp(max=max_projection), atol=1e-5, rtol=0)
+    if max_projection == -0.3:  # a cap below every ordinary position changes what the model says
+        assert not torch.equal(want, _hf_ids(tiny, prompts, {}))
+
+
+def test_capping_with_a_huge_cap_changes_nothing(tiny, tmp_cache):
+    from personalab.prompting import generate_batch
+    from personalab.steering import cap
+
+    vec, prompts = _vec(tiny), _prompts(tiny)
+    plain = generate_batch(tiny, prompts, 6)
+    for max_projection in (1e6, 1e30):
+        with cap(tiny, vec, 3, max_projection):
+            assert torch.equal(generate_batch(tiny, prompts, 6), plain)
+    assert torch.equal(plain, _hf_ids(tiny, prompts, {}))
+
+
+@pytest.mark.filterwarnings("ignore:every answer in this batch")
+def test_typical_max_projection_caps_above_the_models_own_answers(tiny, tmp_cache):
+    """The 100th percentile of the projections over prompt and answer positions is a cap the
+    model's own greedy answers never cross; lower percentiles give lower caps."""
+    from personalab.steering import cap, typical_max_projection
+
+    def generate_ids(model, questions):
+        from personalab.prompting import generate_batch
+
+        return generate_batch(model, [chat_prompt(model.tokenizer, q) for q in questions], 5)
+
+    vec, qs = _vec(tiny), ["Hello there?", "Why?"]
+    caps = [typical_max_projection(tiny, vec, 2, qs, percentile=p, max_new_tokens=5) for p in (0, 50, 99, 100)]
+    assert caps == sorted(caps) and caps[0] < caps[-1]
+    plain = generate_ids(tiny, qs)
+    with cap(tiny, vec, 2, caps[-1] + 1e-4):  # above every position of the model's own answers
+        assert torch.equal(generate_ids(tiny, qs), plain)
+    with cap(tiny, vec, 2, caps[0] - 0.3):  # below all of them: every position is pulled back
+        assert not torch.equal(generate_ids(tiny, qs), plain)
+    with pytest.raises(ValueError, match="percentile must be between 0 and 100"):
+        typical_max_projection(tiny, vec, 2, qs, percentile=101)
+    with pytest.raises(TypeError, match="questions must be a list of strings"):
+        typical_max_projection(tiny, vec, 2, "Why?")
+
+
+def _when_hooks(delta, gate, threshold, layer, condition_layer, masks, projections=None):
+    """Reference conditional steering: the mask is read at ``condition_layer`` before the push
+    (each step's mask and projections are appended to ``masks`` and ``projections``)."""
+    projections = [] if projections is None else projections
+    state: dict[str, torch.Tensor] = {}
+
+    def read(out):
+        proj = (out.float() * gate).sum(-1)  # [batch, pos]
+        state["mask"] = proj > threshold
+        masks.append(state["mask"].clone())
+        projections.append(proj)
+        return out
+
+    def push(out):
+        if condition_layer == layer:
+            read(out)
+        return torch.where(state["mask"][..., None], out + delta.to(out.dtype), out)
+
+    return {layer: push} if condition_layer == layer else {condition_layer: read, layer: push}
+
+
+@pytest.mark.filterwarnings("ignore:every answer in this batch")
+@pytest.mark.parametrize(
+    ("threshold", "condition_layer", "other_condition"),
+    [(-0.02, None, False), (0.0, 1, True)],
+)
+def test_conditional_steering_matches_forward_hook(tiny, tmp_cache, threshold, condition_layer, other_condition):
+    """``steer_when`` adds steer's push only at the positions whose projection on the condition
+    vector (at the condition layer, before the push) exceeds the threshold, per position and
+    per step, as a plain pair of forward hooks does."""
+    from personalab.monitoring import Monitor
+    from personalab.prompting import generate_batch
+    from personalab.steering import steer_when
+
+    vec, prompts = _small_push_vec(tiny), _prompts(tiny)
+    condition = -vec if other_condition else None
+    gate_vec = condition if condition is not None else vec
+    c_layer = 2 if condition_layer is None else condition_layer
+    masks: list[torch.Tensor] = []
+    projections: list[torch.Tensor] = []
+    hooks = _when_hooks(vec.shift(2, 1.0), gate_vec.unit(c_layer), threshold, 2, c_layer, masks, projections)
+    want = _hf_ids(tiny, prompts, hooks)
+    assert 0 < masks[0].sum() < masks[0].numel()  # the prompt pass is steered at some positions only
+    with steer_when(tiny, vec, 2, 1.0, threshold=threshold, condition=condition, condition_layer=condition_layer) as s:
+        assert s.layers == tuple(sorted({c_layer, 2}))
+        assert torch.equal(generate_batch(tiny, prompts, 6), want)
+        assert generate(tiny, prompts, max_new_tokens=6) == tiny.tokenizer.batch_decode(want, skip_special_tokens=True)
+        after = Monitor(tiny, vec, 2).generate(prompts, max_new_tokens=6).projections  # read after the push
+    if condition_layer is None:  # the monitor sees each step's last position moved by the push where gated
+        push = float(vec.shift(2, 1.0) @ vec.unit(2))
+        before = torch.stack([p[:, -1] for p in projections], dim=1)
+        gated = torch.stack([m[:, -1] for m in masks], dim=1)
+        assert gated.any()
+        for i, p in enumerate(after):
+            n = len(p)
+            torch.testing.assert_close(p[:, 0], before[i, :n] + push * gated[i, :n], atol=1e-5, rtol=0)
+    if not other_condition:  # gating gives answers neither the plain nor the always-steered model gives
+        with steer(tiny, vec, 2, 1.0):
+            always = generate_batch(tiny, prompts, 6)
+        assert not torch.equal(want, always) and not torch.equal(want, generate_batch(tiny, prompts, 6))
+
+
+@pytest.mark.parametrize("coef_mode", ["norm", "raw"])
+def test_conditional_steering_at_infinite_thresholds_is_no_steering_or_steer(tiny, tmp_cache, coef_mode):
+    from personalab.prompting import generate_batch
+    from personalab.steering import steer_when
+
+    vec, prompts = _small_push_vec(tiny), _prompts(tiny)
+    coef = 1.0 if coef_mode == "norm" else 0.05
+    plain = generate_batch(tiny, prompts, 6)
+    with steer(tiny, vec, 2, coef, coef_mode=coef_mode):
+        steered = generate_batch(tiny, prompts, 6)
+    assert not torch.equal(plain, steered)
+    with steer_when(tiny, vec, 2, coef, threshold=math.inf, coef_mode=coef_mode):
+        assert torch.equal(generate_batch(tiny, prompts, 6), plain)
+    with steer_when(tiny, vec, 2, coef, threshold=-math.inf, coef_mode=coef_mode):
+        assert torch.equal(generate_batch(tiny, prompts, 6), steered)
+    with steer_when(tiny, vec, 2, coef, threshold=-math.inf, condition=-vec, condition_layer=0, coef_mode=coef_mode):
+        assert torch.equal(generate_batch(tiny, prompts, 6), steered)
+
+
+def test_bf16_generation_caps_and_gates_like_hooks_under_autocast(tiny, tmp_cache, monkeypatch):
+    from personalab.prompting import generate_batch
+    from personalab.steering import cap, steer_when
+
+    vec, prompts = _small_push_vec(tiny), _prompts(tiny)
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "1")
+    monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
+    with cap(tiny, vec, 2, -0.3):
+        got_cap = generate_batch(tiny, prompts, 6)
+    with steer_when(tiny, vec, 2, 1.0, threshold=-0.02, condition_layer=1):
+        got_when = generate_batch(tiny, prompts, 6)
+    masks: list[torch.Tensor] = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want_cap = _hf_ids(tiny, prompts, {2: _cap_hook(vec.unit(2), -0.3, [])})
+        want_when = _hf_ids(tiny, prompts, _when_hooks(vec.shift(2, 1.0), vec.unit(1), -0.02, 2, 1, masks))
+    assert torch.equal(got_cap, want_cap) and torch.equal(got_when, want_when)
+
+
+@pytest.mark.filterwarnings("ignore:every answer in this batch")
+def test_capping_and_conditional_steering_cache_keys_hold_every_setting(tiny, tmp_cache):
+    """Every setting is in the cache key, so ``generate``'s disk cache never serves one setting's
+    answers for another's; the same setting is served from the cache."""
+    from personalab.prompting import active_interventions
+    from personalab.steering import cap, steer_when
+
+    vec = _small_push_vec(tiny)
+    caps = [cap(tiny, vec, 2, -0.02), cap(tiny, vec, 3, -0.02), cap(tiny, vec, 2, -0.3), cap(tiny, -vec, 2, -0.02)]
+    whens = [
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0),
+        steer_when(tiny, vec, 3, 1.0, threshold=0.0),
+        steer_when(tiny, vec, 2, 0.5, threshold=0.0),
+        steer_when(tiny, vec, 2, 1.0, threshold=0.1),
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition=-vec),
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition_layer=1),
+        steer_when(tiny, vec, 2, 20.0, threshold=0.0, coef_mode="raw"),
+        steer_when(tiny, vec, 2, 1.0, threshold=math.inf),
+    ]
+    keys = [str(h.cache_key()) for h in (*caps, *whens, steer(tiny, vec, 2, 1.0))]
+    assert len(set(keys)) == len(keys)
+    assert str(cap(tiny, vec, 2, -0.02).cache_key()) == keys[0]
+    prompts = _prompts(tiny)[:2]
+    with caps[2]:
+        first = generate(tiny, prompts, max_new_tokens=4)
+    with whens[0]:
+        generate(tiny, prompts, max_new_tokens=4)
+    assert len(list((tmp_cache / "generations").glob("*.json"))) == 2
+    with cap(tiny, vec, 2, -0.3):
+        assert generate(tiny, prompts, max_new_tokens=4) == first
+    assert len(list((tmp_cache / "generations").glob("*.json"))) == 2
+    assert active_interventions(tiny) == []  # every with block took itself off
+
+
+def test_capping_and_conditional_steering_refuse_bad_inputs(tiny):
+    from personalab.steering import cap, steer_when
+
+    vec = _vec(tiny)
+    zero = PersonaVector(torch.zeros(5, 64), dict(vec.meta))
+    other = PersonaVector(
+        torch.randn(31, 576),
+        dict(model_id="SmolLM2-135M-Instruct", n_layers=30, d_model=576, trait="toy", method="test"),
+    )
+    with pytest.raises(IndexError, match="layers run 1-4"):
+        cap(tiny, vec, 0, 1.0)
+    with pytest.raises(IndexError, match="layers run 1-4"):
+        cap(tiny, vec, 5, 1.0)
+    with pytest.raises(TypeError, match="layer must be a whole number"):
+        cap(tiny, vec, 2.5, 1.0)
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="max_projection must be finite"):
+            cap(tiny, vec, 2, bad)
+    with pytest.raises(TypeError, match="max_projection must be a real number"):
+        cap(tiny, vec, 2, True)
+    with pytest.raises(VectorMismatchError):
+        cap(tiny, other, 2, 1.0)
+    with pytest.raises(ValueError, match="all zeros at layer 2: it has no direction"):
+        cap(tiny, zero, 2, 1.0)
+    with pytest.raises(IndexError, match="layers run 1-4"):
+        steer_when(tiny, vec, 0, 1.0, threshold=0.0)
+    with pytest.raises(ValueError, match="condition_layer 3 comes after layer 2"):
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition_layer=3)
+    with pytest.raises(IndexError, match="layers run 0-4"):
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition_layer=-1)
+    with pytest.raises(ValueError, match="threshold is NaN"):
+        steer_when(tiny, vec, 2, 1.0, threshold=math.nan)
+    with pytest.raises(ValueError, match="coef must be finite"):
+        steer_when(tiny, vec, 2, math.inf, threshold=0.0)
+    with pytest.raises(ValueError, match="coef_mode must be one of"):
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, coef_mode="unit")
+    with pytest.raises(TypeError, match="condition vector must be a PersonaVector"):
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition=vec.unit(2))
+    with pytest.raises(VectorMismatchError):
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition=other)
+    with pytest.raises(ValueError, match="condition vector is all zeros"):
+        steer_when(tiny, vec, 2, 1.0, threshold=0.0, condition=zero)
+    with pytest.raises(ValueError, match="too large"):
+        steer_when(tiny, vec, 2, 1e30, threshold=0.0)
+    # numbers of any numeric type are taken, as everywhere in personalab
+    assert cap(tiny, vec, torch.tensor(2), torch.tensor(0.5)).cache_key() == cap(tiny, vec, 2, 0.5).cache_key()
+    when = steer_when(tiny, vec, torch.tensor(3), 1, threshold=torch.tensor(0.25), condition_layer=torch.tensor(1))
+    assert (when.layers, when.threshold, when.coef) == ((1, 3), 0.25, 1.0)
+    assert pl.cap is cap and pl.steer_when is steer_when
