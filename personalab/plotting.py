@@ -86,3 +86,19 @@ def plot_logit_lens(
     ax.set_ylabel("layer")
     fig.tight_layout()
     return fig
+
+
+def plot_means_with_ci(
+    rows: dict[str, tuple[float, float, float]], ax: Axes | None = None, *, ylabel: str = "", title: str = ""
+) -> Figure:
+    """Bars of means with their 95 % intervals: ``rows`` maps a label to ``(mean, low, high)``."""
+    fig, ax = _axes(ax, (1.2 + 1.1 * len(rows), 3.2))
+    labels = list(rows)
+    means = [rows[k][0] for k in labels]
+    err = [[rows[k][0] - rows[k][1] for k in labels], [rows[k][2] - rows[k][0] for k in labels]]
+    ax.bar(range(len(labels)), means, yerr=err, capsize=4, color="#7a9cc6")
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=15)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

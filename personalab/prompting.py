@@ -46,6 +46,25 @@ def chat_prompt(tokenizer, question: str, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def conversation_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> str:
+    """The chat template applied to a whole conversation (a list of {"role", "content"}), ready for the reply.
+
+    The last message must be the user's: the model writes the assistant's next turn.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise TypeError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.60}")
+    for m in messages:
+        if not isinstance(m, dict) or set(m) != {"role", "content"} or m["role"] not in ("system", "user", "assistant"):
+            raise ValueError(f"each message is {{'role': 'system'|'user'|'assistant', 'content': str}}, got {m!r:.80}")
+        if m["role"] != "assistant":  # an assistant turn may be empty (a model that said nothing)
+            text(m["content"], f"the content of a {m['role']} message")
+        elif not isinstance(m["content"], str):
+            raise TypeError(f"an assistant message's content must be a string, got {m['content']!r:.60}")
+    if messages[-1]["role"] != "user":
+        raise ValueError(f"the last message must be the user's (the model replies to it), got {messages[-1]['role']!r}")
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
 class Intervention(Protocol):
     """Something that acts at some layers in every forward step (steering adds, monitoring reads).
 

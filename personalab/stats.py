@@ -97,3 +97,16 @@ def null_summary(value: float, null: Sequence[float] | torch.Tensor, ci: tuple[f
         "null_p95": float(torch.quantile(x, 0.95)),
         "percentile": float((x < value).double().mean() * 100),
     }
+
+
+def mean_ci(values: Sequence[float] | torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """The mean of ``values`` (one per question) with its 95 % bootstrap interval: ``(mean, low, high)``.
+
+    Give per-question *differences* for a paired comparison (revised minus initial
+    answer to the same question): resampling the differences keeps each pair together.
+    """
+    x = _vec(values)
+    if x.isnan().any():
+        raise ValueError("mean_ci() got NaN values: drop or fix them first")
+    lo, hi = bootstrap_ci(lambda idx: float(x[idx].mean()), x.numel(), n_boot=n_boot, seed=seed)
+    return float(x.mean()), lo, hi

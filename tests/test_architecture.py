@@ -43,9 +43,10 @@ FLOORS = {
     # 7. steering and monitoring
     "steering": 7,
     "monitoring": 7,
-    # 8. datasets, fine-tuning, data filtering
+    # 8. datasets, fine-tuning, data filtering, critique -> revision data
     "finetune": 8,
     "datafilter": 8,
+    "cai": 8,
     # 9. the book's support
     "plotting": 9,
     "plotting_steering": 9,
