@@ -240,10 +240,13 @@ def typical_max_projection(
     max_new_tokens: int = 48,
 ) -> float:
     """A cap for ``cap``: the ``percentile``-th percentile of the projections on ``vector`` at
-    ``layer`` over every position (prompt and answer) of the model's greedy answers to
-    ``questions`` under ``system``. Capping there leaves about ``100 - percentile`` % of
-    ordinary positions touched. The answers are generated under whatever steering is
-    active: call it outside ``with`` blocks to measure the model's own behaviour."""
+    ``layer`` over the answer tokens of the model's greedy answers to ``questions`` under
+    ``system``. Capping there leaves about ``100 - percentile`` % of ordinary answer tokens
+    touched. Prompt positions are left out: the first token of every prompt is the
+    attention sink, whose residual stream is orders of magnitude larger than the rest (on
+    SmolLM2 its projection on a persona vector runs to the thousands) and would set the
+    cap. The answers are generated under whatever steering is active: call it outside
+    ``with`` blocks to measure the model's own behaviour."""
     from personalab.activations import residual_stream
     from personalab.prompting import ask, chat_prompt
 
@@ -254,9 +257,16 @@ def typical_max_projection(
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be between 0 and 100, got {percentile}")
     answers = ask(model, questions, system, max_new_tokens=max_new_tokens, progress=False)
-    texts = [chat_prompt(model.tokenizer, q, system) + a for q, a in zip(questions, answers, strict=True)]
-    # one text per trace: no padding positions to leave out
-    proj = torch.cat([_projection(residual_stream(model, [t], upto=layer)[:, layer], unit)[0] for t in texts])
+    parts = []
+    for q, a in zip(questions, answers, strict=True):
+        prompt = chat_prompt(model.tokenizer, q, system)
+        n_prompt = len(model.tokenizer(prompt)["input_ids"])
+        # one text per trace: no padding positions to leave out
+        proj = _projection(residual_stream(model, [prompt + a], upto=layer)[:, layer], unit)[0]
+        parts.append(proj[n_prompt:])
+    proj = torch.cat(parts)
+    if proj.numel() == 0:
+        raise ValueError("the model's answers were all empty: no answer tokens to take a cap from")
     return float(torch.quantile(proj.double(), percentile / 100))
 
 
