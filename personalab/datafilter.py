@@ -151,39 +151,6 @@ def filtering_null(
     return null_summary(rho(0, every), [rho(j, every) for j in range(1, proj.shape[1])], ci)
 
 
-def difference_null(
-    differences: torch.Tensor, direction: torch.Tensor, *, n_random: int = 200, n_boot: int = 1000, seed: int = 0
-) -> dict:
-    """Is a dataset's mean projection difference on the persona vector larger than on a random direction?
-
-    ``differences`` is ``activation_differences(...)[layer]`` ([n, d], data answer minus
-    the model's own, per sample). Answers that differ from the model's own in *any* way
-    move along many directions, so the size of the mean projection difference means
-    something only next to the same number on ``n_random`` random unit directions.
-    Compares magnitudes (``value`` = |mean projection difference| on the unit persona
-    vector; its interval a bootstrap over samples); ``mean`` keeps the sign. Returns
-    ``stats.null_summary``'s dict plus ``mean``.
-    """
-    from personalab.stats import bootstrap_ci, null_summary
-
-    acts = torch.as_tensor(differences).detach().double()
-    if acts.dim() != 2 or acts.shape[0] < 2:
-        raise ValueError(f"differences must be [n >= 2, d] (activation_differences()[layer]), got {tuple(acts.shape)}")
-    if not bool(torch.isfinite(acts).all()):
-        raise ValueError("differences hold NaN or infinite values")
-    direction = vectors_of_one_width({"direction": direction}, "argument", width=acts.shape[1], nonzero=True)[
-        "direction"
-    ]
-    n_random = positive_int(n_random, "n_random")
-    gen = torch.Generator().manual_seed(seed)
-    rand = torch.randn(n_random, acts.shape[1], generator=gen, dtype=torch.float64)
-    units = torch.cat([(direction.double() / direction.double().norm())[None], rand / rand.norm(dim=1, keepdim=True)])
-    proj = acts.double() @ units.T  # [n, 1 + R]; column 0 = the persona vector
-    means = proj.mean(0)
-    ci = bootstrap_ci(lambda draw: abs(float(proj[draw, 0].mean())), acts.shape[0], n_boot=n_boot, seed=seed)
-    return {**null_summary(abs(float(means[0])), means[1:].abs(), ci), "mean": float(means[0])}
-
-
 def drop_top(examples: Sequence[Example], scores: Sequence[float], k: int) -> list[Example]:
     """The examples without the ``k`` highest-scoring ones (order kept)."""
     examples = example_list(examples)

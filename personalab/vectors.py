@@ -26,6 +26,7 @@ from personalab.validate import (
     layer_index,
     positive_int,
     random_seed,
+    vectors_of_one_width,
 )
 
 REQUIRED_META = ("model_id", "n_layers", "d_model", "trait", "method")
@@ -441,3 +442,37 @@ def heldout_separation(
     ci = bootstrap_ci(lambda draw: mean_d(draw), n, n_boot=n_boot, seed=seed)
     out = null_summary(mean_d(every), [mean_d(every, s) for s in signs], ci)
     return {**out, "n_pairs": n}
+
+
+def difference_null(
+    differences: torch.Tensor, direction: torch.Tensor, *, n_random: int = 200, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """Is a mean projection difference on the persona vector larger than on a random direction?
+
+    ``differences`` is ``[n, d]``: per sample, one activation minus its pair at one layer
+    (``datafilter.activation_differences(...)[layer]``: data answer minus the model's own;
+    chapter 8: watched minus unwatched context). Activations that differ in *any* way
+    move along many directions, so the size of the mean projection difference means
+    something only next to the same number on ``n_random`` random unit directions.
+    Compares magnitudes (``value`` = |mean projection difference| on the unit persona
+    vector; its interval a bootstrap over samples); ``mean`` keeps the sign. Returns
+    ``stats.null_summary``'s dict plus ``mean``.
+    """
+    from personalab.stats import bootstrap_ci, null_summary
+
+    acts = torch.as_tensor(differences).detach().double()
+    if acts.dim() != 2 or acts.shape[0] < 2:
+        raise ValueError(f"differences must be [n >= 2, d] (activation_differences()[layer]), got {tuple(acts.shape)}")
+    if not bool(torch.isfinite(acts).all()):
+        raise ValueError("differences hold NaN or infinite values")
+    direction = vectors_of_one_width({"direction": direction}, "argument", width=acts.shape[1], nonzero=True)[
+        "direction"
+    ]
+    n_random = positive_int(n_random, "n_random")
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.randn(n_random, acts.shape[1], generator=gen, dtype=torch.float64)
+    units = torch.cat([(direction.double() / direction.double().norm())[None], rand / rand.norm(dim=1, keepdim=True)])
+    proj = acts.double() @ units.T  # [n, 1 + R]; column 0 = the persona vector
+    means = proj.mean(0)
+    ci = bootstrap_ci(lambda draw: abs(float(proj[draw, 0].mean())), acts.shape[0], n_boot=n_boot, seed=seed)
+    return {**null_summary(abs(float(means[0])), means[1:].abs(), ci), "mean": float(means[0])}

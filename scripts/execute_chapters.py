@@ -32,7 +32,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NEEDS = {"03": {"02"}, "04": {"02"}, "06": {"05"}, "07": {"02"}}  # chapter number -> chapters whose caches it reads
+NEEDS = {
+    "03": {"02"},
+    "04": {"02"},
+    "06": {"05"},
+    "07": {"02"},
+    "08": {"02"},
+}  # chapter number -> chapters whose caches it reads
 
 
 def number(nb: Path) -> str:

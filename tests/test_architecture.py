@@ -40,13 +40,14 @@ FLOORS = {
     # 6. extraction (the method's steps 1-4) and the capability check
     "extraction": 6,
     "capability": 6,
-    # 7. steering and monitoring
+    # 7. steering and monitoring; watched or not (context framings, probes)
     "steering": 7,
     "monitoring": 7,
     # 8. datasets, fine-tuning, data filtering, critique -> revision data
     "finetune": 8,
     "datafilter": 8,
     "cai": 8,
+    "watched": 7,
     # 9. the book's support
     "plotting": 9,
     "plotting_steering": 9,

@@ -166,7 +166,7 @@ def test_check_accepts_the_reference_and_rejects_wrong_conversations():
 def test_difference_null_separates_a_planted_direction_from_random_ones():
     import torch
 
-    from personalab.datafilter import difference_null
+    from personalab.vectors import difference_null
 
     gen = torch.Generator().manual_seed(0)
     direction = torch.randn(64, generator=gen)
