@@ -16,9 +16,10 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "not installed"
-    import torch
+    from personalab.config import settings
 
-    out["torch threads"] = str(torch.get_num_threads())
+    # the thread count the model loader applies (torch's own count before that is the machine's cores)
+    out["torch threads"] = f"{settings().threads} (PERSONALAB_THREADS, set when a model loads)"
     return out
 
 
