@@ -38,3 +38,19 @@ def test_makefile_uses_lock_and_ci_runs_make_test():
     mk = (ROOT / "Makefile").read_text()
     assert "-c $(LOCK)" in mk and "--no-deps" in mk
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_launch_badges_open_the_notebooks_the_workflow_publishes():
+    """Each chapter's Colab badge points at its executed notebook on the `notebooks` branch, which
+    .github/workflows/book.yml fills from `make book`'s build/book/chapters; the chapter's install
+    cell names the distribution pyproject.toml declares."""
+    dist = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+    workflow = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    assert "cp build/book/chapters/*.ipynb" in workflow and "origin notebooks-new:notebooks" in workflow
+    for path in sorted((ROOT / "book" / "chapters").glob("*.md")):
+        src = path.read_text(encoding="utf-8")
+        want = (
+            f"https://colab.research.google.com/github/personalab/personalab/blob/notebooks/chapters/{path.stem}.ipynb"
+        )
+        assert want in src, f"{path.name}: the Colab badge does not open {want}"
+        assert f'"{dist} @ git+https://github.com/personalab/personalab"' in src, f"{path.name}: no install cell"
