@@ -127,7 +127,10 @@ def test_page_in_a_browser(page: str, base_url: str, driver) -> None:
     url = urljoin(base_url, page)
     errors = _open(driver, url)
     SHOTS.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight;")
+    driver.set_window_size(1280, min(int(height), 16000))  # the whole page (capped), figures included
     driver.save_screenshot(str(SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")))
+    driver.set_window_size(1280, 2000)
     assert not errors, f"{page}: JavaScript console errors: {errors}"
 
     heading = driver.execute_script("const h = document.querySelector('article h1'); return h ? h.textContent : '';")
