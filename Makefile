@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: setup test unit lint notebooks execute book html mathjax check-html check-browser assignments check-assignments bench clean
+.PHONY: setup test unit lint notebooks execute book html mathjax check-html check-browser assignments check-assignments interop bench clean
 
 setup: $(STAMP)
 
@@ -101,6 +101,13 @@ assignments: notebooks
 
 check-assignments: setup
 	$(BIN)/pytest -q tests/test_nbgrader_roundtrip.py
+
+# Not in CI: builds llama-cpp-python from its source distribution (minutes), then steers the
+# embedded model in llama.cpp with an exported persona vector and compares with steer().
+LLAMA_CPP_PYTHON ?= 0.3.36
+interop: setup
+	$(BIN)/pip install -q -c $(LOCK) llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	$(BIN)/python scripts/interop_llama_cpp.py
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
