@@ -60,7 +60,6 @@ def instructor_notebook(nb: nbformat.NotebookNode, name: str = "chapter") -> nbf
     """
     nb = nbformat.from_dict(nb)
     cells = nb.cells
-    n_exercises = 0
     for i, cell in enumerate(cells):
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.cell_type != "code" or SOLUTION_TAG not in tags:
@@ -89,7 +88,6 @@ def instructor_notebook(nb: nbformat.NotebookNode, name: str = "chapter") -> nbf
             "solution": False,
             "task": False,
         }
-        n_exercises += 1
     return nb
 
 
@@ -99,15 +97,20 @@ def learner_notebook(nb: nbformat.NotebookNode, name: str = "chapter") -> nbform
     (All of them but the three that need a course database or header files:
     IncludeHeaderFooter, InstantiateTests and SaveCells.)
     """
-    from nbgrader.preprocessors import (
-        CheckCellMetadata,
-        ClearHiddenTests,
-        ClearMarkScheme,
-        ClearOutput,
-        ClearSolutions,
-        ComputeChecksums,
-        LockCells,
-    )
+    try:
+        from nbgrader.preprocessors import (
+            CheckCellMetadata,
+            ClearHiddenTests,
+            ClearMarkScheme,
+            ClearOutput,
+            ClearSolutions,
+            ComputeChecksums,
+            LockCells,
+        )
+    except ImportError as err:
+        raise ImportError(
+            "learner versions are made by nbgrader: install it (`pip install nbgrader`, or the project's dev extra)"
+        ) from err
 
     nb = instructor_notebook(nb, name)
     resources: dict = {}

@@ -25,9 +25,9 @@ import numpy as np
 
 import personalab as pl
 from personalab import traits
-from personalab.export import read_gguf
+from personalab.export import llama_cpp_tensor_name, read_gguf
 from personalab.extraction import persona_vector
-from personalab.judges import EmbeddingJudge
+from personalab.judges import EmbeddingJudge, repetition_rate
 from personalab.models import d_model, embedded_gguf_path, n_layers
 from personalab.prompting import ask
 from personalab.stats import mean_ci
@@ -104,6 +104,9 @@ def main() -> None:
         )
     scores = {k: judge.trait_scores(trait, v) for k, v in answers.items()}
     rows = {k: dict(zip(("mean", "ci_low", "ci_high"), mean_ci(s), strict=True)) for k, s in scores.items()}
+    for k, v in answers.items():  # a trait only moves while the text holds: the book's coherence rule
+        rows[k]["coherence"] = float(np.mean(judge.coherence_scores(questions, v)))
+        rows[k]["repetition"] = float(np.mean([repetition_rate(a) for a in v]))
     for engine in ("personalab", "llama.cpp"):
         plain = np.array(scores[f"{engine}, plain"])
         for kind in (
@@ -114,7 +117,7 @@ def main() -> None:
     result = {
         "trait": args.trait,
         "layer": layer,
-        "llama_cpp_tensor": f"direction.{layer - 1}",
+        "llama_cpp_tensor": llama_cpp_tensor_name(layer),
         "coef": args.coef,
         "n_questions": len(questions),
         "scores": rows,
@@ -126,7 +129,10 @@ def main() -> None:
     for k, r in rows.items():
         gain = r.get("gain")
         g = f"; gain {gain['mean']:+.1f} [{gain['ci_low']:+.1f}, {gain['ci_high']:+.1f}]" if gain else ""
-        print(f"{k:34s} judged {args.trait} {r['mean']:5.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]{g}")
+        print(
+            f"{k:34s} judged {args.trait} {r['mean']:5.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]{g}; "
+            f"coherence {r['coherence']:.0f}, repetition {r['repetition']:.2f}"
+        )
     print(f"written {out}")
 
 

@@ -25,3 +25,7 @@ def toy_trait_dict(**changes):
     d = copy.deepcopy(TOY_TRAIT)
     d.update(changes)
     return d
+
+
+# A chapter source that calls one of these makes a figure: its page must show one.
+PLOT_CALL = r"\bplot_\w+\(|plt\.show\(\)|\.figure\b"

@@ -4,6 +4,7 @@ The end-to-end round trip through nbgrader's own commands (generate, autograde a
 wrong answer) runs on an executed chapter in tests/test_nbgrader_roundtrip.py (`make test`).
 """
 
+import sys
 from pathlib import Path
 
 import jupytext
@@ -70,3 +71,9 @@ def test_learner_notebook_compiles(path):
         assert BEGIN not in cell.source and "solution" not in cell.metadata.get("tags", [])
     assert stubs == n_solutions == graded
     assert n_solutions >= 1, f"{path.name} has no exercise"
+
+
+def test_without_nbgrader_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nbgrader.preprocessors", None)  # makes the import fail
+    with pytest.raises(ImportError, match="pip install nbgrader"):
+        learner_notebook(_nb(("code", SOLUTION, ["solution"]), ("code", "check_f(f)", [])), "toy")

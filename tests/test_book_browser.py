@@ -27,6 +27,8 @@ from urllib.parse import urldefrag, urljoin, urlparse
 import pytest
 import yaml
 
+from tests.helpers import PLOT_CALL
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "book" / "_build" / "html"
 SHOTS = ROOT / "build" / "screenshots"
@@ -49,7 +51,7 @@ def _pages() -> list[str]:
 def _chapters_with_plots() -> set[str]:
     out = set()
     for path in (ROOT / "book" / "chapters").glob("*.md"):
-        if re.search(r"\bplot_\w+\(|plt\.show\(\)|\.figure\b", path.read_text(encoding="utf-8")):
+        if re.search(PLOT_CALL, path.read_text(encoding="utf-8")):
             out.add(f"chapters/{path.stem}.html")
     return out
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import PLOT_CALL
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "book" / "_build" / "html"
 
@@ -31,7 +33,7 @@ def test_chapter_page_and_figures(chapter):
     src = (ROOT / "book" / f"{chapter}.md").read_text(encoding="utf-8")
     title = re.search(r"^# (.+)$", src, flags=re.M).group(1).strip()
     assert title.split(":")[0] in text
-    n_plots = len(re.findall(r"\bplot_\w+\(|plt\.show\(\)|\.figure\b", src))
+    n_plots = len(re.findall(PLOT_CALL, src))
     imgs = re.findall(r'<img [^>]*src="([^"]*_images/[^"]+\.png)"', text)
     if n_plots:
         assert imgs, f"{chapter}: the source makes plots but the page shows no images"
