@@ -17,7 +17,7 @@ from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
-from personalab.vectors import PersonaVector, choose_layer, layer_diagnostics
+from personalab.vectors import MIN_HELDOUT_PAIRS, PersonaVector, choose_layer, heldout_separation, layer_diagnostics
 
 # -- contrastive answers ------------------------------------------------------------------
 
@@ -50,6 +50,38 @@ class ContrastiveSet:
         return torch.tensor([float("nan") if s.trait is None else s.trait for s in sc])
 
 
+def contrastive_prompts(
+    tokenizer, trait: Trait, questions: list[str], instructions_per_question: int = 1
+) -> list[tuple[str, int, str, str]]:
+    """Every contrastive pair's ``(question, instruction index, p+ prompt, p- prompt)``, in order.
+
+    Question ``j`` is asked under instruction pairs ``(j + k) % n`` for ``k`` in
+    ``0 .. instructions_per_question - 1`` (``n`` = the trait's instruction pairs): with 1,
+    each question gets one pair and the pairs rotate over the questions; with ``n``, every
+    question gets every pair, as in the paper. Each prompt is the model's chat template
+    with the instruction as the system prompt (``chat_prompt``), so p+ and p- differ only
+    in that instruction.
+    """
+    n = len(trait.instructions)
+    if isinstance(instructions_per_question, bool) or not isinstance(instructions_per_question, int):
+        raise TypeError(f"instructions_per_question must be an int, got {instructions_per_question!r}")
+    if not 1 <= instructions_per_question <= n:
+        raise ValueError(f"instructions_per_question must be 1..{n} (trait {trait.name!r} has {n} instruction pairs)")
+    pairs = []
+    for j, q in enumerate(questions):
+        for k in range(instructions_per_question):
+            i = (j + k) % n
+            pairs.append(
+                (
+                    q,
+                    i,
+                    chat_prompt(tokenizer, q, trait.system_prompt(i, True)),
+                    chat_prompt(tokenizer, q, trait.system_prompt(i, False)),
+                )
+            )
+    return pairs
+
+
 def generate_contrastive(
     model,
     trait: Trait,
@@ -72,16 +104,9 @@ def generate_contrastive(
     questions = trait.questions[split]
     if not questions:
         raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
-    if not 1 <= instructions_per_question <= len(trait.instructions):
-        raise ValueError(f"instructions_per_question must be 1..{len(trait.instructions)}")
-    qs, idx = [], []
-    for j, q in enumerate(questions):
-        for k in range(instructions_per_question):
-            qs.append(q)
-            idx.append((j + k) % len(trait.instructions))
-    tok = model.tokenizer
-    p_pos = [chat_prompt(tok, q, trait.system_prompt(i, True)) for q, i in zip(qs, idx, strict=True)]
-    p_neg = [chat_prompt(tok, q, trait.system_prompt(i, False)) for q, i in zip(qs, idx, strict=True)]
+    pairs = contrastive_prompts(model.tokenizer, trait, questions, instructions_per_question)
+    qs, idx = [q for q, *_ in pairs], [i for _, i, *_ in pairs]
+    p_pos, p_neg = [p for *_, p, _ in pairs], [n for *_, n in pairs]
     kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
     a_pos, a_neg = answers[: len(p_pos)], answers[len(p_pos) :]
@@ -148,7 +173,12 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 2  # bump when the pipeline changes, so cached vectors are rebuilt
+EXTRACTION_VERSION = 5  # bump when the pipeline changes, so cached vectors are rebuilt
+# Escalate to all instruction pairs below this many kept pairs: a held-out check needs
+# MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
+# 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the
+# interval cannot be estimated.
+ESCALATE_BELOW = 2 * MIN_HELDOUT_PAIRS
 
 
 def mean_difference(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -168,6 +198,7 @@ def extract_persona_vector(
     neg_max: float = 50,
     coherence_min: float = 50,
     min_pairs: int = 2,
+    escalate_below: int = ESCALATE_BELOW,
     pooling: Pooling = "response",
     **gen_kwargs,
 ) -> PersonaVector:
@@ -177,10 +208,13 @@ def extract_persona_vector(
     ``min_pairs`` (default 2) refuses a vector averaged over a single pair.
 
     Escalation: by default each question is asked under one instruction pair (20 pairs,
-    what fits a laptop). When fewer than ``min_pairs`` of those survive the filter and
-    neither ``cset`` nor ``instructions_per_question`` was given, every question is asked
-    under all five pairs (the paper's 100-pair setting) and filtered again; the vector's
-    ``settings`` record which one was used.
+    what fits a laptop). When fewer than ``escalate_below`` of those survive the filter
+    (default ``ESCALATE_BELOW``, enough for a held-out check with an interval) and neither ``cset`` nor
+    ``instructions_per_question`` was given, every question is asked under all five pairs
+    (the paper's 100-pair setting; the first 20 answers come from the generation cache)
+    and filtered again; the vector's ``settings`` record which one was used. The vector's
+    ``heldout`` metadata is its held-out separation against label-shuffled vectors, or
+    None when still too few pairs survive.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -197,6 +231,8 @@ def extract_persona_vector(
     except ValueError:
         if not may_escalate:
             raise
+        keep = []
+    if may_escalate and len(keep) < escalate_below:
         cset = judge_contrastive(
             generate_contrastive(model, trait, instructions_per_question=len(trait.instructions), **gen_kwargs),
             trait,
@@ -209,6 +245,7 @@ def extract_persona_vector(
     vec = mean_difference(acts_pos[pooling], acts_neg[pooling])
     norms = torch.cat([acts_pos["response_norm"], acts_neg["response_norm"]]).mean(0)
     diag = layer_diagnostics(acts_pos[pooling], acts_neg[pooling])
+    layer = choose_layer(diag)
     return PersonaVector(
         vectors=vec,
         meta=dict(
@@ -223,9 +260,22 @@ def extract_persona_vector(
             settings=cset.settings,
             residual_norm=[round(x, 4) for x in norms.tolist()],
             separation=[round(x, 4) for x in diag["separation"].tolist()],
-            default_layer=choose_layer(diag),
+            default_layer=layer,
+            heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer),
         ),
     )
+
+
+def _heldout_check(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict | None:
+    """The vector's held-out separation at ``layer`` against label-shuffled vectors
+    (``heldout_separation``), rounded for the metadata; None with too few kept pairs."""
+    if pos.shape[0] < MIN_HELDOUT_PAIRS:
+        return None
+    sep = heldout_separation(pos, neg, layer)
+    return {
+        "layer": layer,
+        **{k: round(float(sep[k]), 4) for k in ("value", "ci_low", "ci_high", "null_p95", "percentile")},
+    }
 
 
 def trait_effect_size(model, trait: Trait, judge: Judge, *, split: QuestionSplit = "evaluation", **gen_kwargs) -> dict:

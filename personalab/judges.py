@@ -13,7 +13,8 @@ Two judges share one protocol:
   labels) turns it into a 0-100 trait score. Coherence comes from the answer's
   log-probability under a language model and its repetition rate (loops score
   *fluent* by log-probability alone, so repetition is always part of it).
-  It is validated against hand labels in ``personalab/data/labels`` (chapter 1).
+  It is validated against blind labels in ``personalab/data/labels`` (chapter 1), written
+  by the project's developers, AI coding agents, not by independent human annotators.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ class EmbeddingJudge:
         return [JudgeScore(a, b) for a, b in zip(t, c, strict=True)]
 
 
-# -- validating a judge against hand labels ------------------------------------------------
+# -- validating a judge against blind labels -----------------------------------------------
 
 
 def load_labels(trait_name: str) -> list[dict]:
@@ -307,12 +308,12 @@ def load_labels(trait_name: str) -> list[dict]:
 
     path = resources.files("personalab") / "data" / "labels" / f"{trait_name}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"no hand labels for trait {trait_name!r}")
+        raise FileNotFoundError(f"no labels for trait {trait_name!r}")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def judge_agreement(judge: Judge, trait: Trait) -> dict:
-    """Spearman correlation between the judge's trait scores and the hand labels."""
+    """Spearman correlation between the judge's trait scores and the blind labels."""
     from personalab.stats import spearman
 
     rows = load_labels(trait.name)
@@ -326,7 +327,7 @@ def judge_agreement(judge: Judge, trait: Trait) -> dict:
 
 
 def labelled_traits() -> list[str]:
-    """Built-in traits that have hand labels shipped in ``data/labels``."""
+    """Built-in traits that have labels shipped in ``data/labels``."""
     from importlib import resources
 
     folder = resources.files("personalab") / "data" / "labels"

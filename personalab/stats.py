@@ -61,7 +61,9 @@ def bootstrap_ci(
     ``stat(indices)`` recomputes the statistic on the units at ``indices`` (a question
     drawn twice counts twice). Resampling *units* (questions), not single answers, keeps
     the answers to one question together, as they are not independent. Resamples where
-    the statistic is undefined (NaN) are dropped.
+    the statistic is undefined (NaN) are dropped; when that is half of them or more, the
+    interval is NaN: the survivors are the resamples closest to the original sample, and
+    an interval from them alone would be falsely narrow.
     """
     if n_units < 2:
         raise ValueError(f"bootstrap_ci needs at least 2 units to resample, got {n_units}")
@@ -72,7 +74,7 @@ def bootstrap_ci(
     draws = torch.randint(0, n_units, (n_boot, n_units), generator=gen).tolist()
     values = torch.tensor([stat(d) for d in draws], dtype=torch.float64)
     values = values[~values.isnan()]
-    if values.numel() == 0:
+    if values.numel() * 2 <= n_boot:
         return float("nan"), float("nan")
     lo, hi = torch.quantile(values, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return lo, hi

@@ -242,10 +242,10 @@ def typical_max_projection(
     """A cap for ``cap``: the ``percentile``-th percentile of the projections on ``vector`` at
     ``layer`` over the answer tokens of the model's greedy answers to ``questions`` under
     ``system``. Capping there leaves about ``100 - percentile`` % of ordinary answer tokens
-    touched. Prompt positions are left out: the first token of every prompt is the
-    attention sink, whose residual stream is orders of magnitude larger than the rest (on
-    SmolLM2 its projection on a persona vector runs to the thousands) and would set the
-    cap. The answers are generated under whatever steering is active: call it outside
+    touched. Prompt positions are left out: the cap should describe the positions the
+    model writes, and the first token of every prompt is the attention sink, whose residual
+    stream is orders of magnitude larger than the rest, so its projection can land far
+    outside the answer tokens' range on either side (chapter 4 prints where it lands). The answers are generated under whatever steering is active: call it outside
     ``with`` blocks to measure the model's own behaviour."""
     from personalab.activations import residual_stream
     from personalab.prompting import ask, chat_prompt

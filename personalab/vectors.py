@@ -75,6 +75,24 @@ class PersonaVector:
         v = self.at(layer)
         return v / v.norm().clamp_min(1e-8)
 
+    def provenance(self) -> str:
+        """One line on how much evidence is behind this vector: its kept pairs, and whether
+        its direction separates held-out answers better than label-shuffled vectors do."""
+        kept, pairs = self.meta.get("n_kept"), self.meta.get("n_pairs")
+        line = f"{self.trait}: {kept if kept is not None else '?'} kept pairs of {pairs if pairs is not None else '?'}"
+        held = self.meta.get("heldout")
+        if held is None:
+            need = f"fewer than {MIN_HELDOUT_PAIRS} kept pairs" if kept is not None else "no record"
+            return f"{line}; held-out separation not measured ({need}): not shown to beat chance"
+        d = f"{line}; held-out d at layer {held['layer']} = {held['value']:.2f}"
+        if held["ci_low"] != held["ci_low"]:  # NaN: too few pairs for most bootstrap draws
+            return f"{d} vs label-shuffled p95 {held['null_p95']:.2f}, interval not estimable: not shown to beat chance"
+        verdict = "beats" if held["ci_low"] > held["null_p95"] else "not shown to beat"
+        return (
+            f"{d} [{held['ci_low']:.2f}, {held['ci_high']:.2f}] vs label-shuffled p95 {held['null_p95']:.2f}: "
+            f"{verdict} chance"
+        )
+
     def shift(self, layer: int, coef: float, coef_mode: CoefMode = "norm") -> torch.Tensor:
         """The vector that steering adds at ``layer`` ([d_model]); the one definition used
         at inference (``steer``) and during training (``TrainingSteering``).

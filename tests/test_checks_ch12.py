@@ -45,6 +45,12 @@ def test_persona_vector_check():
     check_persona_vector(lambda p, n: p.mean(0) - n.mean(0))
     with pytest.raises(ExerciseFailed):
         check_persona_vector(lambda p, n: (p - n.mean(0)).sum(0))
+    with pytest.raises(ExerciseFailed):  # pair by pair: wrong when the counts differ
+        check_persona_vector(lambda p, n: (p[: len(n)] - n[: len(p)]).mean(0))
+    with pytest.raises(ExerciseFailed):  # averaged over layers instead of answers
+        check_persona_vector(lambda p, n: p.mean(1) - n.mean(1))
+    with pytest.raises(ExerciseFailed):
+        check_persona_vector(lambda p, n: None)
 
 
 def _keep_pairs(
@@ -147,3 +153,80 @@ def test_choose_layer_check_rejects_band_nan_and_offset_slips():
         check_choose_layer(index_in_band)
     with pytest.raises(ExerciseFailed, match="NaN"):
         check_choose_layer(nan_wins)
+
+
+def test_contrastive_prompts_check():
+    from personalab.checks import check_contrastive_prompts
+    from personalab.extraction import contrastive_prompts
+    from personalab.prompting import chat_prompt
+
+    check_contrastive_prompts(contrastive_prompts)
+
+    def one_instruction(tok, trait, questions, instructions_per_question=1):  # always pair 0
+        return [
+            (
+                q,
+                0,
+                chat_prompt(tok, q, trait.system_prompt(0, True)),
+                chat_prompt(tok, q, trait.system_prompt(0, False)),
+            )
+            for q in questions
+            for _ in range(instructions_per_question)
+        ]
+
+    def swapped(tok, trait, questions, instructions_per_question=1):
+        return [(q, i, n, p) for q, i, p, n in contrastive_prompts(tok, trait, questions, instructions_per_question)]
+
+    def ignores_argument(tok, trait, questions, instructions_per_question=1):
+        return contrastive_prompts(tok, trait, questions, 1)
+
+    def off_by_one(tok, trait, questions, instructions_per_question=1):
+        n = len(trait.instructions)
+        return [
+            (
+                q,
+                (j + k + 1) % n,
+                chat_prompt(tok, q, trait.system_prompt((j + k + 1) % n, True)),
+                chat_prompt(tok, q, trait.system_prompt((j + k + 1) % n, False)),
+            )
+            for j, q in enumerate(questions)
+            for k in range(instructions_per_question)
+        ]
+
+    def no_system_prompt(tok, trait, questions, instructions_per_question=1):  # instruction pasted into the question
+        return [
+            (
+                q,
+                i,
+                chat_prompt(tok, trait.system_prompt(i, True) + " " + q),
+                chat_prompt(tok, trait.system_prompt(i, False) + " " + q),
+            )
+            for q, i, _, _ in contrastive_prompts(tok, trait, questions, instructions_per_question)
+        ]
+
+    def no_wrap(tok, trait, questions, instructions_per_question=1):  # index runs past the 5 pairs
+        return [
+            (q, j + k, p, n)
+            for (j, q), k, (_, _, p, n) in zip(
+                ((j, q) for j, q in enumerate(questions) for _ in range(instructions_per_question)),
+                (k for _ in questions for k in range(instructions_per_question)),
+                contrastive_prompts(tok, trait, questions, instructions_per_question),
+                strict=True,
+            )
+        ]
+
+    for wrong in (one_instruction, swapped, ignores_argument, off_by_one, no_system_prompt, no_wrap):
+        with pytest.raises(ExerciseFailed):
+            check_contrastive_prompts(wrong)
+
+
+def test_contrastive_prompts_rejects_bad_count():
+    from personalab import traits
+    from personalab.extraction import contrastive_prompts
+    from personalab.models import tiny_model
+
+    tok, sad = tiny_model().tokenizer, traits.load("sad")
+    with pytest.raises(ValueError, match="1..5"):
+        contrastive_prompts(tok, sad, ["q?"], 6)
+    with pytest.raises(TypeError):
+        contrastive_prompts(tok, sad, ["q?"], 1.5)

@@ -54,6 +54,10 @@ def test_projection_difference_check():
         check_projection_difference(lambda d, b, v: -ref(d, b, v))
     with pytest.raises(ExerciseFailed, match="unit direction"):
         check_projection_difference(lambda d, b, v: (d - b) @ v)
+    with pytest.raises(ExerciseFailed):  # one number for the whole dataset instead of one per sample
+        check_projection_difference(lambda d, b, v: ref(d, b, v).mean())
+    with pytest.raises(ExerciseFailed):
+        check_projection_difference(lambda d, b, v: None)
 
 
 def _loop(net, batches, optimizer, steering, *, install=True, remove=True, use_finally=True, zero_grad=True, step=True):
@@ -102,3 +106,49 @@ def test_training_loop_check_rejects_hook_and_optimiser_slips():
     for switch, message in expected.items():
         with pytest.raises(ExerciseFailed, match=message):
             check_training_loop(partial(_loop, **{switch: False}))
+
+
+def _pipeline(model, examples, own, vector, layer, *, row=None, pooling="response", system=None, sign=1.0, unit=True):
+    from personalab.activations import answer_activations
+    from personalab.prompting import chat_prompt
+
+    prompts = [chat_prompt(model.tokenizer, e.question, system) for e in examples]
+    data = answer_activations(model, prompts, [e.answer for e in examples])[pooling]
+    base = answer_activations(model, prompts, own)[pooling]
+    r = layer if row is None else row
+    direction = vector.at(layer) / vector.at(layer).norm() if unit else vector.at(layer)
+    return sign * (data[:, r] - base[:, r]) @ direction
+
+
+def test_projection_difference_pipeline_check_rejects_the_usual_slips():
+    from personalab.checks.ch6 import check_projection_difference_pipeline
+    from personalab.datafilter import projection_difference
+
+    check_projection_difference_pipeline(
+        lambda m, ex, own, v, layer: projection_difference(m, ex, v, layer, reference=own)
+    )
+    check_projection_difference_pipeline(_pipeline)
+    wrong = {
+        "sign flipped": lambda *a: _pipeline(*a, sign=-1.0),
+        "row layer - 1": lambda m, ex, own, v, layer: _pipeline(m, ex, own, v, layer, row=layer - 1),
+        "unit direction": lambda *a: _pipeline(*a, unit=False),
+        "prompt's positions": lambda *a: _pipeline(*a, pooling="last_prompt"),
+        "mean or the last": lambda *a: _pipeline(*a, pooling="prompt"),
+        "no system prompt": lambda *a: _pipeline(*a, system="You are a pirate."),
+        "None": lambda *a: None,
+        "shape": lambda *a: _pipeline(*a).mean(),
+    }
+    for match, fn in wrong.items():
+        with pytest.raises(ExerciseFailed, match=match):
+            check_projection_difference_pipeline(fn)
+
+    def data_only(model, examples, own, vector, layer):
+        from personalab.activations import answer_activations
+        from personalab.prompting import chat_prompt
+
+        prompts = [chat_prompt(model.tokenizer, e.question) for e in examples]
+        acts = answer_activations(model, prompts, [e.answer for e in examples])["response"][:, layer]
+        return acts @ (vector.at(layer) / vector.at(layer).norm())
+
+    with pytest.raises(ExerciseFailed, match="subtract the model's own"):
+        check_projection_difference_pipeline(data_only)

@@ -76,10 +76,29 @@ def test_mean_difference_and_empty():
 
 def test_pipeline_end_to_end(tiny, tmp_cache):
     trait = Trait.from_dict(toy_trait_dict())
-    vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4)
+    vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, escalate_below=2)
     assert vec.vectors.shape == (5, 64) and torch.isfinite(vec.vectors).all()
     assert vec.meta["n_kept"] == 3 and vec.meta["n_layers"] == 4 and 1 <= vec.default_layer <= 4
     assert len(vec.meta["residual_norm"]) == 5
+    assert vec.meta["heldout"] is None  # 3 kept pairs: too few to build on half and test on the other
+    assert "3 kept pairs of 3; held-out separation not measured (fewer than 8" in vec.provenance()
+
+
+def test_too_few_pairs_for_a_heldout_check_escalate_to_all_instruction_pairs(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())  # 3 questions: 3 pairs survive, fewer than the 8 a held-out check needs
+    vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4)
+    assert vec.meta["settings"]["instructions_per_question"] == 5 and vec.meta["n_kept"] == 15
+
+
+def test_escalated_vector_records_its_heldout_separation(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())
+    vec = extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=4)
+    held = vec.meta["heldout"]  # 15 kept pairs: the held-out check runs at the default layer
+    assert held["layer"] == vec.default_layer and held["ci_low"] <= held["value"] <= held["ci_high"]
+    assert 0 <= held["percentile"] <= 100
+    line = vec.provenance()
+    assert line.startswith("toy: 15 kept pairs of 15; held-out d at layer")
+    assert line.endswith("beats chance") == (held["ci_low"] > held["null_p95"])
 
 
 def test_filter_that_drops_everything_explains(tiny, tmp_cache):

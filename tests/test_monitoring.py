@@ -228,6 +228,8 @@ def test_projection_check():
         check_projection(lambda acts, d: (acts @ (d / d.norm())).sum())
     with pytest.raises(ExerciseFailed, match="None"):
         check_projection(lambda acts, d: None)
+    with pytest.raises(ExerciseFailed):  # normalises the activations instead of the direction
+        check_projection(lambda acts, d: (acts / acts.norm(dim=-1, keepdim=True)) @ d)
 
 
 def test_pearson_check():

@@ -35,6 +35,11 @@ def test_bootstrap_ci_covers_the_mean_and_keeps_units_together():
     lo, hi = bootstrap_ci(lambda idx: sum(x[i] for i in idx) / len(idx), len(x), n_boot=500)
     assert lo < 3.0 < hi and hi - lo < 0.6  # about 4 standard errors (0.07 each) wide
     assert bootstrap_ci(lambda idx: float("nan"), 5, n_boot=20) != bootstrap_ci(lambda idx: 1.0, 5, n_boot=20)
+    # defined only on resamples that draw every unit once: those few would give a zero-width interval
+    lo, hi = bootstrap_ci(lambda idx: 1.0 if len(set(idx)) == 5 else float("nan"), 5, n_boot=200)
+    assert math.isnan(lo) and math.isnan(hi)
+    lo, hi = bootstrap_ci(lambda idx: float(len(set(idx))) if len(set(idx)) >= 3 else float("nan"), 5, n_boot=200)
+    assert 3 <= lo <= hi <= 5
     with pytest.raises(ValueError, match="at least 2 units"):
         bootstrap_ci(lambda idx: 0.0, 1)
 

@@ -8,7 +8,7 @@ every check accepts the reference and rejects at least one wrong answer.
 
 from personalab.checks._core import ExerciseFailed, assert_close
 from personalab.checks.ch0 import check_add_vector, check_logit_lens, check_save_layer_output
-from personalab.checks.ch1 import check_logprob_weighted_score
+from personalab.checks.ch1 import check_contrastive_prompts, check_logprob_weighted_score
 from personalab.checks.ch2 import (
     check_choose_layer,
     check_mean_over_response,
@@ -23,6 +23,7 @@ __all__ = [
     "check_add_vector",
     "check_choose_layer",
     "check_coherent_best",
+    "check_contrastive_prompts",
     "check_logit_lens",
     "check_logprob_weighted_score",
     "check_mean_over_response",

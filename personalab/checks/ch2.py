@@ -34,7 +34,7 @@ def check_persona_vector(fn) -> None:
     """``fn(pos [n, layers, d], neg [m, layers, d]) -> [layers, d]`` = mean(pos) - mean(neg)."""
     torch.manual_seed(1)
     pos, neg = torch.randn(5, 4, 8) + 1, torch.randn(3, 4, 8)
-    got = fn(pos.clone(), neg.clone())
+    got = call(fn, pos.clone(), neg.clone())
     assert_close(got, mean_difference(pos, neg), "persona vector (different numbers of pos and neg answers)")
     passed("persona vector = mean(h+) - mean(h-)")
 
