@@ -17,6 +17,7 @@ from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
+from personalab.validate import positive_int
 from personalab.vectors import MIN_HELDOUT_PAIRS, PersonaVector, choose_layer, heldout_separation, layer_diagnostics
 
 # -- contrastive answers ------------------------------------------------------------------
@@ -63,9 +64,8 @@ def contrastive_prompts(
     in that instruction.
     """
     n = len(trait.instructions)
-    if isinstance(instructions_per_question, bool) or not isinstance(instructions_per_question, int):
-        raise TypeError(f"instructions_per_question must be an int, got {instructions_per_question!r}")
-    if not 1 <= instructions_per_question <= n:
+    instructions_per_question = positive_int(instructions_per_question, "instructions_per_question")
+    if instructions_per_question > n:
         raise ValueError(f"instructions_per_question must be 1..{n} (trait {trait.name!r} has {n} instruction pairs)")
     pairs = []
     for j, q in enumerate(questions):
@@ -105,8 +105,7 @@ def generate_contrastive(
     if not questions:
         raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
     pairs = contrastive_prompts(model.tokenizer, trait, questions, instructions_per_question)
-    qs, idx = [q for q, *_ in pairs], [i for _, i, *_ in pairs]
-    p_pos, p_neg = [p for *_, p, _ in pairs], [n for *_, n in pairs]
+    qs, idx, p_pos, p_neg = (list(column) for column in zip(*pairs, strict=True))
     kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
     a_pos, a_neg = answers[: len(p_pos)], answers[len(p_pos) :]

@@ -636,6 +636,19 @@ def shift_removed(base: float, plain: float, preventative: float) -> float:
     return 1.0 - (preventative - base) / (plain - base)
 
 
+def removed_words(share: float) -> str:
+    """``shift_removed``'s share in words, naming the two ends a bare percentage hides:
+    above 1 the trait ended below the base model's (over-correction), below 0 above the
+    plain fine-tune's (the remedy made it worse)."""
+    if share != share:  # NaN: plain fine-tuning moved nothing
+        return "removed nothing measurable: plain fine-tuning did not move the trait"
+    if share > 1:
+        return f"removed more than the whole shift ({share:.0%}): the trait ends below the base model's"
+    if share < 0:
+        return f"removed none of the shift ({share:.0%}): the trait ends above the plain fine-tune's"
+    return f"removed {share:.0%} of the shift"
+
+
 def shift_removed_ci(
     base: Sequence[float], plain: Sequence[float], preventative: Sequence[float], *, n_boot: int = 1000, seed: int = 0
 ) -> tuple[float, float]:

@@ -9,6 +9,7 @@ against the model they will be used with.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,16 @@ class PersonaVector:
         v = self.at(layer)
         return v / v.norm().clamp_min(1e-8)
 
+    @property
+    def beats_chance(self) -> bool | None:
+        """Whether the held-out separation's whole interval lies above the label-shuffled
+        vectors' 95th percentile (``meta["heldout"]``, made by extraction); None where it
+        was not measured or its interval could not be estimated."""
+        held = self.meta.get("heldout")
+        if held is None or math.isnan(held["ci_low"]):
+            return None
+        return held["ci_low"] > held["null_p95"]
+
     def provenance(self) -> str:
         """One line on how much evidence is behind this vector: its kept pairs, and whether
         its direction separates held-out answers better than label-shuffled vectors do."""
@@ -85,9 +96,9 @@ class PersonaVector:
             need = f"fewer than {MIN_HELDOUT_PAIRS} kept pairs" if kept is not None else "no record"
             return f"{line}; held-out separation not measured ({need}): not shown to beat chance"
         d = f"{line}; held-out d at layer {held['layer']} = {held['value']:.2f}"
-        if held["ci_low"] != held["ci_low"]:  # NaN: too few pairs for most bootstrap draws
+        if self.beats_chance is None:  # too few pairs for most bootstrap draws
             return f"{d} vs label-shuffled p95 {held['null_p95']:.2f}, interval not estimable: not shown to beat chance"
-        verdict = "beats" if held["ci_low"] > held["null_p95"] else "not shown to beat"
+        verdict = "beats" if self.beats_chance else "not shown to beat"
         return (
             f"{d} [{held['ci_low']:.2f}, {held['ci_high']:.2f}] vs label-shuffled p95 {held['null_p95']:.2f}: "
             f"{verdict} chance"

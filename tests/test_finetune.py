@@ -315,3 +315,12 @@ def test_shift_removed_ci_brackets_the_point_estimate_and_resamples_questions():
     assert noisy[1] - noisy[0] > hi - lo  # plain fine-tuning barely moved: the share is ill-determined
     with pytest.raises(ValueError, match="pair up"):
         shift_removed_ci(base, plain[:5], prevent)
+
+
+def test_removed_words_names_overshoot_and_backfire():
+    from personalab.finetune import removed_words, shift_removed
+
+    assert removed_words(shift_removed(10, 30, 15)) == "removed 75% of the shift"
+    assert "below the base model's" in removed_words(shift_removed(10, 30, 5))
+    assert "above the plain fine-tune's" in removed_words(shift_removed(10, 30, 40))
+    assert "did not move" in removed_words(shift_removed(10, 10, 12))

@@ -131,3 +131,18 @@ def test_vector_arithmetic_combines_scales_and_compares_vectors_of_one_model():
         a + 1  # noqa: B018
     with pytest.raises(ValueError, match="finite"):
         a * float("nan")  # noqa: B018
+
+
+def test_beats_chance_reads_the_heldout_metadata():
+    import torch
+
+    from personalab.vectors import PersonaVector
+
+    meta = dict(model_id="m", n_layers=2, d_model=4, trait="toy", method="test", n_kept=20, n_pairs=100)
+    held = dict(layer=1, value=2.0, ci_low=1.5, ci_high=2.5, null_p95=1.0, percentile=100.0)
+    vec = lambda **h: PersonaVector(torch.ones(3, 4), {**meta, "heldout": h or None})  # noqa: E731
+    assert vec().beats_chance is None and "not measured" in vec().provenance()
+    assert vec(**held).beats_chance is True and vec(**held).provenance().endswith(": beats chance")
+    assert vec(**{**held, "ci_low": 0.5}).beats_chance is False
+    nan = vec(**{**held, "ci_low": float("nan"), "ci_high": float("nan")})
+    assert nan.beats_chance is None and "interval not estimable" in nan.provenance()
