@@ -34,7 +34,7 @@ lint: setup
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 unit: setup
-	$(BIN)/pytest -q tests --ignore=tests/test_book_html.py --ignore=tests/test_book_browser.py \
+	$(BIN)/pytest -q -n 2 tests --ignore=tests/test_book_html.py --ignore=tests/test_book_browser.py \
 	  --ignore=tests/test_nbgrader_roundtrip.py
 
 # MyST markdown sources -> notebooks in build/book (nbmake only collects .ipynb)

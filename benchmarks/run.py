@@ -254,6 +254,7 @@ def bench_bf16_vectors(model, names: tuple[str, ...] = ("pirate", "sad")) -> dic
         vecs = {}
         for label, flag in (("float32", "0"), ("autocast", "1")):
             os.environ["PERSONALAB_BF16_GENERATION"] = flag
+            os.environ["PERSONALAB_BF16_ACTIVATIONS"] = flag
             vecs[label] = persona_vector(model, name)
         a, b = vecs["float32"].vectors.float(), vecs["autocast"].vectors.float()
         cos = torch.nn.functional.cosine_similarity(a[1:], b[1:], dim=-1).tolist()  # layers 1..L
@@ -264,7 +265,43 @@ def bench_bf16_vectors(model, names: tuple[str, ...] = ("pirate", "sad")) -> dic
             "cosine_per_layer": cos,
         }
     os.environ["PERSONALAB_BF16_GENERATION"] = "0"
+    os.environ.pop("PERSONALAB_BF16_ACTIVATIONS")
     return {"perf.bf16.vectors": out}
+
+
+def bench_bf16_activations(model, names: tuple[str, ...] = ("humorous", "sad"), n_pairs: int = 30) -> dict:
+    """The bulk activation pass (``answer_activations``) in float32 vs bf16 autocast on the same
+    answers: seconds, and the cosine of the two mean-difference vectors at every layer.
+
+    The answers are each trait's first ``n_pairs`` pairs of the 100-pair setting (p+ and
+    p- answers, greedy); only the precision of the activation pass differs.
+    """
+    from personalab import traits
+    from personalab.extraction import contrastive_prompts
+
+    out: dict = {}
+    for name in names:
+        t = traits.load(name)
+        pairs = contrastive_prompts(model.tokenizer, t, t.extraction_questions, 5)[:n_pairs]
+        pos, neg = [p[2] for p in pairs], [p[3] for p in pairs]
+        answers = generate(model, pos + neg, progress=False)
+        acts, secs = {}, {}
+        for label, flag in (("float32", "0"), ("autocast", "1")):
+            os.environ["PERSONALAB_BF16_ACTIVATIONS"] = flag
+            start = time.perf_counter()
+            a = answer_activations(model, pos, answers[:n_pairs], desc=f"{name} h+ ({label})")
+            b = answer_activations(model, neg, answers[n_pairs:], desc=f"{name} h- ({label})")
+            secs[label] = time.perf_counter() - start
+            acts[label] = a["response"].mean(0) - b["response"].mean(0)
+        cos = torch.nn.functional.cosine_similarity(acts["float32"][1:], acts["autocast"][1:], dim=-1)
+        out[name] = {
+            "seconds": secs,
+            "speedup": secs["float32"] / secs["autocast"],
+            "cosine_min_over_layers": cos.min().item(),
+            "n_pairs": n_pairs,
+        }
+    os.environ.pop("PERSONALAB_BF16_ACTIVATIONS")
+    return {"perf.bf16.activations": out}
 
 
 def bench_bf16_scoring(model) -> dict:
@@ -326,6 +363,7 @@ def main() -> None:
         flat["perf.bf16.tokens_per_s"]["autocast"] * 2 * flat["perf.model_parameters"] / bf16_limit
     )
     flat.update(bench_bf16_scoring(model))
+    flat.update(bench_bf16_activations(model))
     flat.update(bench_bf16_vectors(model))
     flat.update(bench_extract_100(model))
     flat.update(bench_steer_and_monitor(model))

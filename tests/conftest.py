@@ -1,14 +1,21 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("PERSONALAB_THREADS", "1")
+# One thread per test process (set before torch is imported, inherited by the subprocesses some
+# tests start): the tiny model's ops are too small to gain from a second thread, and `make unit`
+# runs two pytest-xdist workers on two cores. Without it the suite took 165 s instead of 54 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch first
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Exact comparisons with plain PyTorch need float32 scoring; test_capability checks the bf16 path.
 os.environ.setdefault("PERSONALAB_BF16_SCORING", "0")
 os.environ.setdefault("PERSONALAB_BF16_TRAINING", "0")
 os.environ.setdefault("PERSONALAB_BF16_GENERATION", "0")
+os.environ.setdefault("PERSONALAB_BF16_ACTIVATIONS", "0")
 
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")

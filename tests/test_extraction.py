@@ -51,6 +51,26 @@ def test_answer_activations_match_hooks(tiny):
     assert acts["response"].shape == (2, 5, 64)
 
 
+def test_answer_activations_in_bf16_autocast_stay_close(tiny, monkeypatch):
+    """Where the CPU has native bfloat16 the bulk activation pass runs in autocast: the values
+    change (it really ran) but the response means and their difference stay close to float32."""
+    from personalab import models
+
+    tok = tiny.tokenizer
+    prompts = [chat_prompt(tok, q, s) for q in ("What is up?", "Why is the sky blue?") for s in ("Be sad.", "Be glad.")]
+    answers = ["Not much, sadly.", "It scatters light, I think.", "All is well!", "Rayleigh scattering, friend."]
+    exact = activations.answer_activations(tiny, prompts, answers)
+    monkeypatch.setenv("PERSONALAB_BF16_ACTIVATIONS", "1")
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    fast = activations.answer_activations(tiny, prompts, answers)
+    assert not torch.equal(exact["response"], fast["response"]), "bf16 autocast did not run"
+    torch.testing.assert_close(fast["response"], exact["response"], atol=0.05, rtol=0.02)
+    diff_exact = exact["response"][::2].mean(0) - exact["response"][1::2].mean(0)
+    diff_fast = fast["response"][::2].mean(0) - fast["response"][1::2].mean(0)
+    assert torch.nn.functional.cosine_similarity(diff_exact[1:], diff_fast[1:], dim=-1).min() > 0.99
+    assert next(tiny._module.parameters()).dtype == torch.float32
+
+
 def test_answer_activations_order_and_upto(tiny):
     """Length-sorted batching returns rows in the order given; ``upto`` keeps layers 0..upto unchanged."""
     tok = tiny.tokenizer
@@ -93,11 +113,11 @@ def test_too_few_pairs_for_a_heldout_check_escalate_to_all_instruction_pairs(tin
 def test_escalated_vector_records_its_heldout_separation(tiny, tmp_cache):
     trait = Trait.from_dict(toy_trait_dict())
     vec = extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=4)
-    held = vec.meta["heldout"]  # 15 kept pairs: the held-out check runs at the default layer
+    held = vec.meta["heldout"]  # 12 kept pairs (the first round's 3 fail): the held-out check runs
     assert held["layer"] == vec.default_layer and held["ci_low"] <= held["value"] <= held["ci_high"]
     assert 0 <= held["percentile"] <= 100
     line = vec.provenance()
-    assert line.startswith("toy: 15 kept pairs of 15; held-out d at layer")
+    assert line.startswith("toy: 12 kept pairs of 15; held-out d at layer")
     assert line.endswith("beats chance") == (held["ci_low"] > held["null_p95"])
 
 
@@ -129,6 +149,62 @@ def test_extraction_escalates_to_all_instruction_pairs(tiny, tmp_cache):
         extraction.extract_persona_vector(
             tiny, trait, FirstCallFailsJudge(), max_new_tokens=3, instructions_per_question=1
         )
+
+
+def test_escalation_keeps_the_pairs_already_asked(tiny, tmp_cache, monkeypatch):
+    """The 100-pair setting adds each question's other four instruction pairs to the judged
+    first round instead of asking everything again: 3 + 12 pairs, 30 prompts generated in all."""
+    trait = Trait.from_dict(toy_trait_dict())
+    asked = []
+    real = extraction.generate
+
+    def counting(model, prompts, **kw):
+        asked.extend(prompts)
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(extraction, "generate", counting)
+    first = extraction.generate_contrastive(tiny, trait, max_new_tokens=4)
+    asked.clear()
+    vec = extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=4)
+    assert vec.meta["n_pairs"] == 15 and vec.meta["settings"]["instructions_per_question"] == 5
+    assert "skip" not in vec.meta["settings"]
+    assert len(asked) == 2 * 3 + 2 * 12 and len(set(asked)) == 30  # no prompt asked twice
+    assert not set(first.prompts_pos) & set(asked[3:])  # the first round's 3 pairs are the cached ones
+    later = extraction.contrastive_prompts(tiny.tokenizer, trait, trait.questions["extraction"], 5, skip=1)
+    assert [p[1] for p in later] == [1, 2, 3, 4, 2, 3, 4, 0, 3, 4, 0, 1]
+    with pytest.raises(ValueError, match="skip must be"):
+        extraction.contrastive_prompts(tiny.tokenizer, trait, ["q?"], 2, skip=2)
+
+
+class SplitJudge:
+    """A judge with separate trait and coherence scorers, counting the coherence calls."""
+
+    def __init__(self, trait_scores):
+        self.scores, self.coherence_asked = list(trait_scores), []
+
+    def trait_scores(self, trait, answers):
+        return [self.scores.pop(0) for _ in answers]
+
+    def coherence_scores(self, questions, answers):
+        self.coherence_asked.extend(answers)
+        return [70.0] * len(answers)
+
+    def score(self, trait, questions, answers):
+        raise AssertionError("judge_contrastive should use the split scorers")
+
+
+def test_coherence_only_for_pairs_whose_trait_scores_pass(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())
+    cset = extraction.generate_contrastive(tiny, trait, max_new_tokens=3)
+    judge = SplitJudge([80, 20, 90, 10, 60, 70])  # p+ 80, 20, 90; p- 10, 60, 70: only pair 0 passes
+    extraction.judge_contrastive(cset, trait, judge, coherence_for=(50, 50))
+    assert judge.coherence_asked == [cset.answers_pos[0], cset.answers_neg[0]]
+    assert [s.coherence for s in cset.scores_pos] == [70.0, None, None]
+    assert [s.trait for s in cset.scores_neg] == [10, 60, 70]
+    assert extraction.filter_pairs(cset) == [0]
+    full = SplitJudge([80, 20, 90, 10, 60, 70])
+    extraction.judge_contrastive(cset, trait, full, coherence=False)
+    assert full.coherence_asked == [] and all(s.coherence is None for s in cset.scores_pos)
 
 
 def test_empty_question_list(tiny):
