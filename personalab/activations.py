@@ -13,7 +13,15 @@ import nnsight
 import torch
 from tqdm.auto import tqdm
 
-from personalab.models import activation_precision, check_context, check_layer, decoder_layers, n_layers, trace_kwargs
+from personalab.models import (
+    activation_precision,
+    check_context,
+    check_layer,
+    decoder_layers,
+    length_batches,
+    n_layers,
+    trace_kwargs,
+)
 from personalab.profiling import stage
 from personalab.validate import positive_int, text_list
 
@@ -71,10 +79,8 @@ def answer_activations(
     for i, (n_p, n_t) in enumerate(zip(n_prompt, n_total, strict=True)):
         if n_t <= n_p:
             raise ValueError(f"answer {i} is empty after tokenization: nothing to average over")
-    order = sorted(range(len(prompts)), key=lambda i: n_total[i])
     rows: dict[int, dict[str, torch.Tensor]] = {}
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        idx = order[s : s + batch_size]
+    for idx in tqdm(length_batches(n_total, batch_size), desc=desc, leave=False):
         with activation_precision(model):
             hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
         seq = hs.shape[2]
@@ -99,10 +105,8 @@ def last_token_stack(model, prompts: Sequence[str], *, upto: int | None = None, 
     if upto is not None:
         check_layer(model, upto)
     lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     out = torch.empty(0)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
+    for idx in length_batches(lengths, batch_size):
         last = residual_stream(model, [prompts[i] for i in idx], upto=upto)[:, :, -1]  # left-padded: -1 is last
         if out.numel() == 0:
             out = torch.empty(len(prompts), *last.shape[1:], dtype=last.dtype)

@@ -18,7 +18,7 @@ from importlib import resources
 
 import torch
 
-from personalab.models import model_id, scoring_precision, trace_kwargs
+from personalab.models import length_batches, model_id, scoring_precision, trace_kwargs
 from personalab.profiling import staged
 from personalab.prompting import active_interventions, apply_interventions
 from personalab.validate import positive_int, same_length, text_list
@@ -136,10 +136,8 @@ def choice_logprobs(
     batch_size = positive_int(batch_size, "batch_size")
     packs = [_pack(tok, p, cs) for p, cs in zip(prompts, choices, strict=True)]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    order = sorted(range(len(packs)), key=lambda i: len(packs[i].ids))
     out: list[torch.Tensor] = [torch.empty(0)] * len(packs)
-    for s in range(0, len(order), batch_size):
-        rows = order[s : s + batch_size]
+    for rows in length_batches([len(p.ids) for p in packs], batch_size):
         batch = [packs[i] for i in rows]
         keep = sorted({q for p in batch for tgt in p.targets for q, _ in tgt})  # rows whose logits are needed
         logits = _scoring_logits(model, _packed_batch(batch, pad_id), torch.tensor(keep))  # [b, len(keep), vocab]

@@ -17,7 +17,7 @@ from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
-from personalab.validate import positive_int
+from personalab.validate import integer, positive_int
 from personalab.vectors import MIN_HELDOUT_PAIRS, PersonaVector, choose_layer, heldout_separation, layer_diagnostics
 
 # -- contrastive answers ------------------------------------------------------------------
@@ -88,7 +88,8 @@ def contrastive_prompts(
     instructions_per_question = positive_int(instructions_per_question, "instructions_per_question")
     if instructions_per_question > n:
         raise ValueError(f"instructions_per_question must be 1..{n} (trait {trait.name!r} has {n} instruction pairs)")
-    if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip < instructions_per_question:
+    skip = integer(skip, "skip")
+    if not 0 <= skip < instructions_per_question:
         raise ValueError(f"skip must be a whole number in 0..{instructions_per_question - 1}, got {skip!r}")
     pairs = []
     for j, q in enumerate(questions):
@@ -142,8 +143,7 @@ def generate_contrastive(
         p_neg,
         a_pos,
         a_neg,
-        settings={"split": split, "instructions_per_question": instructions_per_question, **kw}
-        | ({"skip": skip} if skip else {}),
+        settings={"split": split, "instructions_per_question": instructions_per_question, "skip": skip, **kw},
     )
 
 
@@ -289,7 +289,7 @@ def extract_persona_vector(
         n = len(trait.instructions)
         more = generate_contrastive(model, trait, instructions_per_question=n, skip=1, **gen_kwargs)
         judge_contrastive(more, trait, judge, coherence_for=(pos_min, neg_max))
-        cset = cset.extended(more, settings={k: v for k, v in more.settings.items() if k != "skip"})
+        cset = cset.extended(more, settings=cset.settings | {"instructions_per_question": n})
         keep = filter_pairs(cset, **thresholds)
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")

@@ -34,7 +34,7 @@ import torch
 from personalab._io import stable_hash
 from personalab.config import settings
 from personalab.llm_client import JudgeError, make_openai_client
-from personalab.models import scoring_precision
+from personalab.models import length_batches, scoring_precision
 from personalab.profiling import staged
 from personalab.traits import Trait
 from personalab.validate import finite_real, integer, positive_int, same_length, text_list
@@ -205,14 +205,14 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
     answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
     same_length(questions, answers, "questions", "answers")
     batch_size = positive_int(batch_size, "batch_size")
+    if not answers:
+        return []
     prompts = [f"Question: {q}\nAnswer: " for q in questions]
     full = [p + a for p, a in zip(prompts, answers, strict=True)]
-    n_full = [len(ids) for ids in tok(full)["input_ids"]] if full else []
-    n_all = [n - len(ids) for n, ids in zip(n_full, tok(prompts)["input_ids"] if prompts else [], strict=True)]
-    order = sorted(range(len(full)), key=lambda i: n_full[i])
+    n_full = [len(ids) for ids in tok(full)["input_ids"]]
+    n_all = [n - len(ids) for n, ids in zip(n_full, tok(prompts)["input_ids"], strict=True)]
     scores: dict[int, float] = {}
-    for s in range(0, len(order), batch_size):
-        rows = order[s : s + batch_size]
+    for rows in length_batches(n_full, batch_size):
         n_ans = [n_all[i] for i in rows]
         if max(n_ans) <= 0:  # every answer in the batch is empty: nothing to score (and keep - 1 would be 0)
             scores.update({i: float("-inf") for i in rows})

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
@@ -416,6 +416,14 @@ def model_id(model) -> str:
 def check_layer(model, layer: int, *, allow_embeddings: bool = True) -> int:
     """Validate a layer index under the convention above; return it."""
     return layer_index(layer, n_layers(model), allow_embeddings=allow_embeddings)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of texts grouped into batches of ``batch_size`` by length (shortest first; equal
+    lengths keep their order), so a left-padded batch spends little compute on padding.
+    Every batched pass (generation, activations, scoring) batches this way."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def check_context(model, texts: list[str], max_new_tokens: int = 0) -> list[int]:

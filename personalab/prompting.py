@@ -23,6 +23,7 @@ from personalab.models import (
     check_context,
     generation_bf16,
     layer_output,
+    length_batches,
     model_id,
     n_layers,
     trace_kwargs,
@@ -172,12 +173,10 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
     lengths = check_context(model, prompts, max_new_tokens)
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     root = writable_cache_root() / "generations"
     answers: list[str] = [""] * len(prompts)
-    batches = range(0, len(prompts), batch_size)
-    for b, start in enumerate(tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False)):
-        rows = order[start : start + batch_size]
+    batches = length_batches(lengths, batch_size)
+    for b, rows in enumerate(tqdm(batches, desc=desc, disable=not progress or len(batches) < 2, leave=False)):
         batch = [prompts[i] for i in rows]
         extra = [h.select(rows) if hasattr(h, "select") else h for h in interventions]
         hooks = [*active_interventions(model), *extra]

@@ -5,8 +5,8 @@ import torch
 
 os.environ.setdefault("PERSONALAB_THREADS", "1")
 # One thread per test process (set before torch is imported, inherited by the subprocesses some
-# tests start): the tiny model's ops are too small to gain from a second thread, and `make unit`
-# runs two pytest-xdist workers on two cores. Without it the suite took 165 s instead of 54 s.
+# tests start): `make unit` runs two pytest-xdist workers on two cores, and the tiny model's
+# ops are too small to gain from a second thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch first
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

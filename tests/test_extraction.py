@@ -167,13 +167,30 @@ def test_escalation_keeps_the_pairs_already_asked(tiny, tmp_cache, monkeypatch):
     asked.clear()
     vec = extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=4)
     assert vec.meta["n_pairs"] == 15 and vec.meta["settings"]["instructions_per_question"] == 5
-    assert "skip" not in vec.meta["settings"]
+    assert vec.meta["settings"]["skip"] == 0  # the joined set holds every pair of each question
     assert len(asked) == 2 * 3 + 2 * 12 and len(set(asked)) == 30  # no prompt asked twice
     assert not set(first.prompts_pos) & set(asked[3:])  # the first round's 3 pairs are the cached ones
     later = extraction.contrastive_prompts(tiny.tokenizer, trait, trait.questions["extraction"], 5, skip=1)
     assert [p[1] for p in later] == [1, 2, 3, 4, 2, 3, 4, 0, 3, 4, 0, 1]
     with pytest.raises(ValueError, match="skip must be"):
         extraction.contrastive_prompts(tiny.tokenizer, trait, ["q?"], 2, skip=2)
+    with pytest.raises(TypeError, match="skip must be a whole number"):
+        extraction.contrastive_prompts(tiny.tokenizer, trait, ["q?"], 2, skip=True)
+
+
+def test_joining_contrastive_sets_refuses_mismatches(tiny, tmp_cache):
+    trait = Trait.from_dict(toy_trait_dict())
+    judged = extraction.judge_contrastive(
+        extraction.generate_contrastive(tiny, trait, max_new_tokens=3), trait, ScriptedJudge()
+    )
+    unjudged = extraction.generate_contrastive(tiny, trait, max_new_tokens=3)
+    with pytest.raises(ValueError, match="two judged sets or two unjudged"):
+        judged.extended(unjudged, settings={})
+    other = Trait.from_dict({**toy_trait_dict(), "name": "other"})
+    with pytest.raises(ValueError, match="cannot join pairs of 'toy' and 'other'"):
+        judged.extended(extraction.generate_contrastive(tiny, other, max_new_tokens=3), settings={})
+    both = unjudged.extended(unjudged, settings={"x": 1})
+    assert len(both) == 2 * len(unjudged) and both.settings == {"x": 1}
 
 
 class SplitJudge:

@@ -91,3 +91,10 @@ def test_embedded_model_cache_roundtrip(tmp_cache):
     ids = cold.tokenizer("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(cold._module(**ids).logits, warm._module(**ids).logits)
+
+
+def test_length_batches_groups_similar_lengths_and_keeps_every_index():
+    from personalab.models import length_batches
+
+    assert length_batches([5, 1, 3, 1, 9], 2) == [[1, 3], [2, 0], [4]]  # ties keep their order
+    assert length_batches([], 4) == []
