@@ -74,7 +74,10 @@ def bench_extract_vs_hook(model, layer: int = 15, n: int = 32) -> dict:
             handle.remove()
         return box["h"]
 
-    assert torch.allclose(with_nnsight(), with_hook(), atol=1e-4)
+    # the same activations up to float rounding: relative to the largest entry (the residual
+    # stream has outlier dimensions of ~2.5e4 here, so a fixed absolute tolerance would not do)
+    a, b = with_nnsight().detach(), with_hook()
+    assert (a - b).abs().max() <= 1e-6 * b.abs().max(), "nnsight and the forward hook read different activations"
     t_nn = timed(with_nnsight, repeats=5)
     t_hook = timed(with_hook, repeats=5)
     return {

@@ -38,8 +38,10 @@ from personalab.config import settings
 from personalab.models import (
     bf16_autocast_applies,
     check_layer,
+    length_batches,
     model_id,
     precision_key,
+    scoring_precision,
     set_threads,
     writable_cache_root,
 )
@@ -183,10 +185,22 @@ def encode(tokenizer, examples: Sequence[Example], max_len: int) -> dict[str, to
 
 
 def answer_loss(hf_model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over answer tokens only."""
-    logits = hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Mean next-token cross-entropy over answer tokens only.
+
+    The vocabulary projection runs only from the position before the batch's earliest answer
+    token on (``logits_to_keep``): the prompt's logits carry no loss, and on the embedded
+    model (a 49k-token vocabulary) skipping them made a LoRA step of 4 x 89 tokens about 8 %
+    faster. The loss is the same as over every position (tested).
+    """
+    labels = batch["labels"]
+    answer = labels != -100
+    first = int(answer.float().argmax(1).min()) if answer.any() else labels.shape[1]
+    keep = labels.shape[1] - max(1, first) + 1  # positions first-1 .. end predict labels first .. end
+    logits = hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        labels[:, labels.shape[1] - keep + 1 :].reshape(-1),
+        ignore_index=-100,
     )
 
 
@@ -518,18 +532,26 @@ def _wrap(base, hf_model, key: str):
 
 @torch.no_grad()
 def heldout_loss(model, examples: Sequence[Example], *, max_len: int = 96, batch_size: int = 16) -> float:
-    """Mean answer-token loss of ``model`` on ``examples`` (use the held-out split)."""
+    """Mean answer-token loss of ``model`` on ``examples`` (use the held-out split).
+
+    A scoring pass, so it runs in ``scoring_precision`` (bfloat16 autocast where the CPU has
+    it: on the embedded model, 40 held-out examples took 3.4 s against 9.2 s in float32 at
+    one thread, and the loss moved by 0.0002), in length-sorted batches.
+    """
     examples = example_list(examples)
     if not examples:
         raise ValueError("heldout_loss() got no examples: pass the held-out split of a dataset")
     batch_size = positive_int(batch_size, "batch_size")
     hf = model._module
+    enc = encode(model.tokenizer, examples, max_len)
     total, count = 0.0, 0
-    for s in range(0, len(examples), batch_size):
-        b = encode(model.tokenizer, examples[s : s + batch_size], max_len)
-        n = int((b["labels"][:, 1:] != -100).sum())
-        total += answer_loss(hf, b).item() * n
-        count += n
+    with scoring_precision(model):
+        for rows in length_batches(enc["attention_mask"].sum(1).tolist(), batch_size):
+            width = int(enc["attention_mask"][rows].sum(1).max())  # right padding carries no loss
+            b = {k: v[rows, :width] for k, v in enc.items()}
+            n = int((b["labels"][:, 1:] != -100).sum())
+            total += answer_loss(hf, b).item() * n
+            count += n
     return total / count
 
 

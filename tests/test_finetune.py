@@ -107,6 +107,29 @@ def test_trimmed_padding_keeps_the_loss(tiny):
         torch.testing.assert_close(answer_loss(tiny._module, trimmed), answer_loss(tiny._module, padded))
 
 
+def test_answer_loss_matches_the_loss_over_every_position(tiny):
+    """Keeping only the logits from the earliest answer token on gives the loss of the full projection."""
+    examples = [Example("Hi?", "Yes."), Example("What is the longest question in this whole batch?", "No, it is not.")]
+    batch = encode(tiny.tokenizer, examples, max_len=64)
+    with torch.no_grad():
+        logits = tiny._module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        full = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+        )
+        torch.testing.assert_close(answer_loss(tiny._module, batch), full)
+        no_answer = {**batch, "labels": torch.full_like(batch["labels"], -100)}
+        assert math.isnan(answer_loss(tiny._module, no_answer).item())  # nothing to score, as before
+
+
+def test_heldout_loss_does_not_depend_on_the_batching(tiny, monkeypatch):
+    """Length-sorted, trimmed batches weight every answer token once, whatever the batch size."""
+    monkeypatch.setenv("PERSONALAB_BF16_SCORING", "0")  # exact float32, so the two must agree closely
+    examples = [Example(f"Question number {i}{'?' * i}", "Answer " * (1 + i % 3)) for i in range(7)]
+    one = heldout_loss(tiny, examples, batch_size=1)
+    assert heldout_loss(tiny, examples, batch_size=3) == pytest.approx(one, rel=1e-5)
+    assert heldout_loss(tiny, examples, batch_size=16) == pytest.approx(one, rel=1e-5)
+
+
 def test_bf16_training_is_close_and_keyed_apart(tiny, tmp_cache, monkeypatch):
     """bfloat16 autocast training starts from the same loss (to bf16 precision) and caches apart from float32."""
     fp32 = finetune(tiny, EXAMPLES, FAST, progress=False)
