@@ -336,11 +336,57 @@ def generation_bf16(model) -> bool:
     return bf16_autocast_applies(model, "generation")
 
 
-def precision_key(model) -> dict[str, bool]:
+def generation_key(model) -> bool | str:
+    """How ``generate`` computes here, for the keys of cached answers: ``False`` in float32,
+    else a name for bfloat16 autocast with bfloat16 rotary tables (``generation_precision``),
+    so answers generated before that change are not read back as if they were its own."""
+    return "autocast, bfloat16 rotary tables" if generation_bf16(model) else False
+
+
+@contextmanager
+def generation_precision(model) -> Iterator[None]:
+    """The precision ``generate`` runs in: bfloat16 autocast where ``generation_bf16`` says so,
+    with the rotary position tables (cos, sin) cast to bfloat16 too.
+
+    Why the tables: autocast computes the projections in bfloat16, but the tables follow the
+    float32 residual stream, so rotating the keys promotes them back to float32, and the KV
+    cache, which takes its dtype from the first keys, holds keys and values in float32: every
+    step concatenates twice the bytes and casts the whole cache again for attention. Casting
+    the tables (as a model served in bfloat16 has them) keeps the cache in bfloat16. Measured on this 2-core CPU at one
+    thread, 128 prompts x 48 tokens at batch 64: 15.0 s against 19.3 s with float32 tables
+    (a decode step of 64 rows 110 ms against 134 ms); against float32 generation, 29 % of the
+    greedy answers are identical (37.5 % with float32 tables) and 90 % share their first five
+    words (91 %). The residual stream that personalab reads and steers stays float32.
+    """
+    enabled = generation_bf16(model)
+    handles = []
+    if enabled:
+
+        def to_bf16(module, args, output):
+            if isinstance(output, tuple):
+                return tuple(
+                    o.to(torch.bfloat16) if torch.is_tensor(o) and o.is_floating_point() else o for o in output
+                )
+            return output
+
+        handles = [
+            m.register_forward_hook(to_bf16)
+            for m in model._module.modules()
+            if type(m).__name__.endswith("RotaryEmbedding")
+        ]
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def precision_key(model) -> dict[str, bool | str]:
     """Which passes run in bfloat16 autocast for ``model`` here: part of every disk-cache key
     whose content depends on it (generations, vectors, fine-tuned models, measurements)."""
     return {
-        "generation": generation_bf16(model),
+        "generation": generation_key(model),
         "scoring": bf16_autocast_applies(model, "scoring"),
         "training": bf16_autocast_applies(model, "training"),
         "activations": bf16_autocast_applies(model, "activations"),

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from personalab._io import atomic_write_json, read_json, stable_hash
 from personalab.models import (
     check_context,
-    generation_bf16,
+    generation_key,
+    generation_precision,
     layer_output,
     length_batches,
     model_id,
@@ -108,13 +109,12 @@ def generate_batch(
 
     Rows that finished early are padded with the pad token (decode with
     ``skip_special_tokens=True``). Active ``steer`` blocks and ``extra`` interventions
-    run at every step. Runs in bfloat16 autocast where ``models.generation_bf16`` says so.
+    run at every step. Runs in ``models.generation_precision`` (bfloat16 autocast where the CPU has it).
     """
     # An intervention with no layers would leave the step loop's body empty, and an
     # nnsight iter loop that touches no module never ends: drop such hooks.
     hooks = [h for h in (*active_interventions(model), *extra) if h.layers]
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=generation_bf16(model))
-    with stage("generation"), bf16, warnings.catch_warnings():
+    with stage("generation"), generation_precision(model), warnings.catch_warnings():
         # nnsight warns that an open-ended iter loop ends "never reached": expected here.
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         ids = _run_generation(model, texts, max_new_tokens, sampling or {"do_sample": False}, hooks)
@@ -189,7 +189,7 @@ def generate(
                 sampling,
                 seed + b,
                 [h.cache_key() for h in hooks],
-                {"bf16": generation_bf16(model)},
+                {"bf16": generation_key(model)},
             ]
         )
         path = root / f"{key}.json"
@@ -274,7 +274,7 @@ def generate_reading_last_token(
     active = [h.cache_key() for h in active_interventions(model)]  # steering changes both answers and reads
     cacheable = all(k is not None for k in active)
     key = stable_hash(
-        [model_id(model), prompts, max_new_tokens, {"bf16": generation_bf16(model)}, active, "last_token_v1"]
+        [model_id(model), prompts, max_new_tokens, {"bf16": generation_key(model)}, active, "last_token_v1"]
     )
     folder = writable_cache_root() / "generations_with_last_token"
     answers_path, acts_path = folder / f"{key}.json", folder / f"{key}.safetensors"

@@ -98,3 +98,31 @@ def test_length_batches_groups_similar_lengths_and_keeps_every_index():
 
     assert length_batches([5, 1, 3, 1, 9], 2) == [[1, 3], [2, 0], [4]]  # ties keep their order
     assert length_batches([], 4) == []
+
+
+def test_generation_precision_keeps_the_kv_cache_in_bfloat16_and_removes_its_hooks(tiny, monkeypatch):
+    """Under bfloat16 generation the rotary tables are cast, so keys and values are cached in
+    bfloat16 alike; with it off (or after the block) nothing is hooked and the cache is float32."""
+    from personalab.models import generation_key, generation_precision
+
+    hf = tiny._module
+    ids = tiny.tokenizer(["Hello there"], return_tensors="pt")
+
+    def cached_dtypes():
+        with torch.no_grad():
+            layer = hf(**ids, use_cache=True).past_key_values.layers[0]
+        return layer.keys.dtype, layer.values.dtype
+
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "0")
+    assert generation_key(tiny) is False
+    with generation_precision(tiny):
+        assert cached_dtypes() == (torch.float32, torch.float32)
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "1")
+    monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
+    assert isinstance(generation_key(tiny), str)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast alone: the float32 keys set the cache's dtype
+        assert cached_dtypes() == (torch.float32, torch.float32)
+    with generation_precision(tiny):
+        assert cached_dtypes() == (torch.bfloat16, torch.bfloat16)
+    assert not any(m._forward_hooks for m in hf.modules() if type(m).__name__.endswith("RotaryEmbedding"))
+    assert cached_dtypes() == (torch.float32, torch.float32)

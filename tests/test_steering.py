@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import personalab as pl
-from personalab.models import check_layer
+from personalab.models import check_layer, generation_precision
 from personalab.prompting import chat_prompt, generate
 from personalab.steering import steer
 from personalab.vectors import PersonaVector, VectorMismatchError
@@ -72,7 +72,7 @@ def test_bf16_generation_steers_like_a_hook_under_autocast_and_caches_apart(tiny
     monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
     with steer(tiny, vec, 2, 1.5, coef_mode="raw"):
         got = generate(tiny, prompts, max_new_tokens=5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with generation_precision(tiny):  # the precision generate runs in, for the plain hooks too
         want = _hook_generate(tiny, prompts, 2, 1.5 * vec.at(2), "all")
     assert got == want
     generate(tiny, prompts, max_new_tokens=5)
@@ -542,7 +542,7 @@ def test_bf16_generation_caps_and_gates_like_hooks_under_autocast(tiny, tmp_cach
     with steer_when(tiny, vec, 2, 1.0, threshold=-0.02, condition_layer=1):
         got_when = generate_batch(tiny, prompts, 6)
     masks: list[torch.Tensor] = []
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with generation_precision(tiny):  # the precision generate runs in, for the plain hooks too
         want_cap = _hf_ids(tiny, prompts, {2: _cap_hook(vec.unit(2), -0.3, [])})
         want_when = _hf_ids(tiny, prompts, _when_hooks(vec.shift(2, 1.0), vec.unit(1), -0.02, 2, 1, masks))
     assert torch.equal(got_cap, want_cap) and torch.equal(got_when, want_when)

@@ -34,7 +34,7 @@ def check_steering_intervention(fn, model=None) -> None:
     """
     import personalab as pl
     from personalab.activations import residual_stream
-    from personalab.models import generation_bf16
+    from personalab.models import generation_precision
     from personalab.prompting import chat_prompt, generate_batch
     from personalab.steering import steer
     from personalab.vectors import PersonaVector
@@ -56,7 +56,7 @@ def check_steering_intervention(fn, model=None) -> None:
     # the learner's generation runs under the same precision as generate_batch's (bf16 autocast where
     # the CPU has it), so a correct solution gives the same tokens; nnsight's expected "never reached"
     # warning for open-ended step loops is silenced as it is in the library
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=generation_bf16(model)), warnings.catch_warnings():
+    with generation_precision(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         got = fn(model, prompt, layer, vec.at(layer).clone(), 6)
     if got is None:
