@@ -352,7 +352,9 @@ def generation_precision(model) -> Iterator[None]:
     float32 residual stream, so rotating the keys promotes them back to float32, and the KV
     cache, which takes its dtype from the first keys, holds keys and values in float32: every
     step concatenates twice the bytes and casts the whole cache again for attention. Casting
-    the tables (as a model served in bfloat16 has them) keeps the cache in bfloat16. Measured on this 2-core CPU at one
+    the tables (as a model served in bfloat16 has them) keeps the cache in bfloat16. The
+    tables are found as modules named ``*RotaryEmbedding`` (Llama, Qwen2, Mistral, ...); a
+    model without one generates in plain autocast. Measured on this 2-core CPU at one
     thread, 128 prompts x 48 tokens at batch 64: 15.0 s against 19.3 s with float32 tables
     (a decode step of 64 rows 110 ms against 134 ms); against float32 generation, 29 % of the
     greedy answers are identical (37.5 % with float32 tables) and 90 % share their first five

@@ -53,8 +53,8 @@ def check_steering_intervention(fn, model=None) -> None:
     with steer(model, vec, layer, 1.0, coef_mode="raw"):
         want = generate_batch(model, [prompt], 6)
     plain = generate_batch(model, [prompt], 6)
-    # the learner's generation runs under the same precision as generate_batch's (bf16 autocast where
-    # the CPU has it), so a correct solution gives the same tokens; nnsight's expected "never reached"
+    # the learner's generation runs under the same precision as generate_batch's
+    # (models.generation_precision), so a correct solution gives the same tokens; nnsight's expected "never reached"
     # warning for open-ended step loops is silenced as it is in the library
     with generation_precision(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*was never reached.*")
