@@ -372,7 +372,7 @@ def finetune(
             "settings": asdict(settings) | {"threads": None},
             "precision": precision_key(model),
             "steering": steering.key() if steering else None,
-            "version": 1,
+            "version": 2,  # 2: eager attention in training (_training_attention)
         }
     )
     path = writable_cache_root() / "finetune" / key
@@ -460,6 +460,7 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
     torch.manual_seed(settings.seed)
     with _quiet_peft():
         net = _peft_model(model, settings)
+    attention = _training_attention(net)
     net.train()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=settings.lr)
     order = torch.Generator().manual_seed(settings.seed)
@@ -484,9 +485,28 @@ def _train(model, batch, settings: LoraSettings, steering, progress: bool, desc:
         )
     finally:
         set_threads(before)
+        if attention is not None:  # the merged model generates with the attention it came with
+            net.base_model.model.set_attn_implementation(attention)
     net.eval()
     net.personalab_losses = losses
     return net
+
+
+def _training_attention(net) -> str | None:
+    """Train with eager attention; returns the implementation to restore afterwards (None: unchanged).
+
+    Why: PyTorch's CPU flash-attention kernel behind ``sdpa`` is fast forward but slow
+    backward (9 ms per block backward vs 1 ms forward for 4 x 89 tokens, profiled), while
+    eager attention's backward is a few small matmuls. Measured on this CPU at one thread,
+    16 LoRA steps of batch 4 on ``pirate_speak``: 1.06-1.07 s per step against 1.24-1.31 s,
+    with the same losses to the third decimal. Generation keeps ``sdpa`` (eager was slower
+    there: 18.9 vs 14.3 s in an earlier measurement)."""
+    hf = net.base_model.model
+    current = getattr(hf.config, "_attn_implementation", None)
+    if current != "sdpa" or not hasattr(hf, "set_attn_implementation"):
+        return None
+    hf.set_attn_implementation("eager")
+    return current
 
 
 def _save_checkpoint(net, losses: list[float], path: Path) -> None:
@@ -528,9 +548,17 @@ def load_checkpoint(
 
 
 def _wrap(base, hf_model, key: str):
-    """nnsight-wrap a fine-tuned copy; its id names the run, its base id lets base vectors apply."""
+    """nnsight-wrap a fine-tuned copy; its id names the run, its base id lets base vectors apply.
+
+    Its weights get the base model's ``requires_grad`` back (peft froze them): autocast
+    re-uses its bfloat16 copy of a weight across a generation's steps only for leaf tensors
+    that require grad, so a frozen copy casts every weight again at every step. Measured on
+    the embedded model at one thread, 64 prompts x 48 tokens in autocast: 9.7-10.0 s with
+    the weights requiring grad, 14.6-14.8 s frozen, the same tokens. Inference runs under
+    ``no_grad`` either way."""
     import nnsight
 
+    hf_model.requires_grad_(any(p.requires_grad for p in base._module.parameters()))
     base_id = getattr(base.config, "personalab_base_model", None) or model_id(base)
     hf_model.config.name_or_path = f"{model_id(base)}+ft-{key[:10]}"
     hf_model.config.personalab_base_model = base_id

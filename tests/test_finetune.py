@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import personalab.finetune as finetune_mod
 from personalab.datafilter import drop_top, projection_difference, projection_differences
 from personalab.finetune import (
     CheckpointError,
@@ -139,6 +140,36 @@ def test_bf16_training_is_close_and_keyed_apart(tiny, tmp_cache, monkeypatch):
     assert bf16.path != fp32.path and not bf16.from_cache
     assert all(math.isfinite(x) for x in bf16.losses)
     assert abs(bf16.losses[0] - fp32.losses[0]) < 0.05 * fp32.losses[0]
+
+
+def test_training_runs_eager_attention_and_gives_back_a_model_like_the_base(tiny, tmp_cache, monkeypatch):
+    """LoRA steps run eager attention (its CPU backward is faster than flash attention's) with the
+    same loss and gradients as sdpa; the fine-tuned model generates with sdpa again."""
+    import copy
+
+    assert tiny._module.config._attn_implementation == "sdpa"
+    seen = []
+    real = finetune_mod.training_loop
+
+    def spy(net, *args, **kwargs):
+        seen.append(net.base_model.model.config._attn_implementation)
+        return real(net, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_mod, "training_loop", spy)
+    ft = finetune(tiny, EXAMPLES, FAST, progress=False)
+    assert seen == ["eager"] and ft.model._module.config._attn_implementation == "sdpa"
+    # like the base, so autocast keeps its bfloat16 weight copies across generation steps
+    assert all(p.requires_grad for p in ft.model._module.parameters())
+    assert all(p.requires_grad for p in load_checkpoint(tiny, ft.path).model._module.parameters())
+    batch = encode(tiny.tokenizer, EXAMPLES[:4], max_len=64)
+    grads = {}
+    for impl in ("sdpa", "eager"):
+        net = copy.deepcopy(tiny._module)
+        net.set_attn_implementation(impl)
+        loss = answer_loss(net, batch)
+        loss.backward()
+        grads[impl] = (loss.detach(), net.model.layers[0].self_attn.q_proj.weight.grad)
+    torch.testing.assert_close(grads["eager"], grads["sdpa"], rtol=1e-4, atol=1e-5)
 
 
 def test_incomplete_checkpoint_is_refused(tiny, tmp_cache):
