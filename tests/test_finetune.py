@@ -1,9 +1,9 @@
+import copy
 import math
 
 import pytest
 import torch
 
-import personalab.finetune as finetune_mod
 from personalab.datafilter import drop_top, projection_difference, projection_differences
 from personalab.finetune import (
     CheckpointError,
@@ -18,6 +18,7 @@ from personalab.finetune import (
     list_datasets,
     load_checkpoint,
     load_dataset,
+    training_loop,
 )
 from personalab.models import model_id
 from personalab.prompting import chat_prompt, generate_batch
@@ -145,17 +146,14 @@ def test_bf16_training_is_close_and_keyed_apart(tiny, tmp_cache, monkeypatch):
 def test_training_runs_eager_attention_and_gives_back_a_model_like_the_base(tiny, tmp_cache, monkeypatch):
     """LoRA steps run eager attention (its CPU backward is faster than flash attention's) with the
     same loss and gradients as sdpa; the fine-tuned model generates with sdpa again."""
-    import copy
-
     assert tiny._module.config._attn_implementation == "sdpa"
     seen = []
-    real = finetune_mod.training_loop
 
     def spy(net, *args, **kwargs):
         seen.append(net.base_model.model.config._attn_implementation)
-        return real(net, *args, **kwargs)
+        return training_loop(net, *args, **kwargs)
 
-    monkeypatch.setattr(finetune_mod, "training_loop", spy)
+    monkeypatch.setattr("personalab.finetune.training_loop", spy)
     ft = finetune(tiny, EXAMPLES, FAST, progress=False)
     assert seen == ["eager"] and ft.model._module.config._attn_implementation == "sdpa"
     # like the base, so autocast keeps its bfloat16 weight copies across generation steps
