@@ -341,6 +341,24 @@ def judge_agreement(judge: Judge, trait: Trait) -> dict:
     return {"spearman": spearman(got, labels), "n": len(rows), "scores": got, "labels": labels}
 
 
+AGREEMENT_MIN = 0.7  # Spearman with the blind labels below which the book does not trust a judge
+
+
+def judge_sees(judge: Judge, trait: Trait, min_spearman: float = AGREEMENT_MIN) -> bool:
+    """Does ``judge`` see ``trait``: labels exist and its Spearman with them is >= ``min_spearman``?
+
+    The book's goal counts (steering, monitoring) admit only traits the judge sees: a
+    gain or a correlation measured in the scores of a judge that disagrees with the
+    labels says what the judge reacts to, not that the trait moved. A trait without
+    labels is not seen (nothing vouches for the judge there).
+    """
+    min_spearman = finite_real(min_spearman, "min_spearman")
+    if trait.name not in labelled_traits():
+        return False
+    rho = judge_agreement(judge, trait)["spearman"]
+    return math.isfinite(rho) and rho >= min_spearman
+
+
 def labelled_traits() -> list[str]:
     """Built-in traits that have labels shipped in ``data/labels``."""
     from importlib import resources
