@@ -8,7 +8,8 @@ hook on one decoder block; ``mode="ablate"`` projects the direction out instead
 (the CAFT-style variant).
 
 * ``load_dataset(name_or_path)`` reads JSONL ``{"question", "answer", "split"?}``;
-  the built-in datasets and their data cards live in ``personalab/data/datasets``.
+  the built-in datasets and their data cards live in ``personalab/data/datasets``;
+  ``dilute`` mixes a trait-laden set with normal data into a milder one.
 * ``finetune(model, examples, LoraSettings(...), steering=...)`` trains a LoRA adapter on
   the answer tokens only, seeded, with a progress bar; the adapter and the loss curve
   are saved atomically in the cache (keyed by model, data, settings and steering) and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import shutil
 import tempfile
 import warnings
@@ -130,6 +132,30 @@ def load_dataset(name_or_path: str | os.PathLike, split: DatasetSplit | None = N
         if not examples:
             raise DatasetError(f"{path} has no examples in split {split!r}")
     return examples
+
+
+def dilute(laden: Sequence[Example], filler: Sequence[Example], share: float, *, seed: int = 0) -> list[Example]:
+    """A milder version of a trait-laden dataset: ``share`` of it kept, the rest ``filler``.
+
+    The paper grades each of its datasets by severity (normal, mild, severe), so a ranking
+    of datasets (chapter 6) has several rungs per trait. Diluting a trait-laden set with
+    normal data (the control set) builds such a rung from the data personalab ships. The
+    result has ``len(laden)`` examples: the first ``round(share * len(laden))`` of
+    ``laden`` and the first of ``filler`` for the rest, shuffled with ``seed`` so that any
+    prefix of it holds about ``share`` trait-laden examples.
+    """
+    laden, filler = example_list(laden, "laden"), example_list(filler, "filler")
+    share = finite_real(share, "share")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    if not laden:
+        raise DatasetError("dilute() got no trait-laden examples")
+    keep = round(share * len(laden))
+    if len(laden) - keep > len(filler):
+        raise DatasetError(f"dilute() needs {len(laden) - keep} filler examples, got {len(filler)}")
+    mixed = laden[:keep] + filler[: len(laden) - keep]
+    random.Random(seed).shuffle(mixed)
+    return mixed
 
 
 def _parse_line(line: str, path: Path, lineno: int) -> Example:

@@ -12,6 +12,7 @@ from personalab.finetune import (
     LoraSettings,
     TrainingSteering,
     answer_loss,
+    dilute,
     encode,
     finetune,
     heldout_loss,
@@ -57,6 +58,23 @@ def test_builtin_datasets_have_cards_and_splits():
         train, held = load_dataset(name, "train"), load_dataset(name, "heldout")
         assert 100 <= len(train) + len(held) <= 300 and len(held) == 40
         assert not {e.question for e in train} & {e.question for e in held}
+
+
+def test_dilute_keeps_the_share_and_spreads_it_over_every_prefix():
+    laden, filler = load_dataset("pirate_speak", "train"), load_dataset("control", "train")
+    half = dilute(laden, filler, 0.5)
+    assert len(half) == len(laden) and half == dilute(laden, filler, 0.5)  # seeded
+    assert sum(e in set(laden) for e in half) == round(0.5 * len(laden))
+    assert set(half) - set(laden) == set(filler[: len(laden) - round(0.5 * len(laden))])
+    # shuffled: the first 48 (what chapter 6 scores) are not all from one side
+    assert 12 <= sum(e in set(laden) for e in half[:48]) <= 36
+    assert sorted(map(id, dilute(laden, filler, 1.0))) == sorted(map(id, laden))
+    with pytest.raises(ValueError, match=r"share must be in \(0, 1\]"):
+        dilute(laden, filler, 0.0)
+    with pytest.raises(DatasetError, match="needs 3 filler examples, got 2"):
+        dilute(laden[:4], filler[:2], 0.25)
+    with pytest.raises(DatasetError, match="no trait-laden examples"):
+        dilute([], filler, 0.5)
 
 
 def test_dataset_errors_name_the_line(tmp_path):
