@@ -116,7 +116,7 @@ def generate_contrastive(
     max_new_tokens: int = 48,
     temperature: float = 0.0,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = 128,
 ) -> ContrastiveSet:
     """Answer each question under p+ and p- (step 1 of the method).
 
