@@ -27,12 +27,33 @@ def plot_losses(runs: dict[str, Sequence[float]], ax: Axes | None = None) -> Fig
 
 
 def plot_shift(
-    points: Sequence[dict], x: str, y: str = "d_trait", ax: Axes | None = None, *, label: str = "run"
+    points: Sequence[dict],
+    x: str,
+    y: str = "d_trait",
+    ax: Axes | None = None,
+    *,
+    label: str = "run",
+    ci: str | None = None,
 ) -> Figure:
-    """Scatter of one shift against another over fine-tuned models, with the fit and r."""
+    """Scatter of one shift against another over fine-tuned models, with the fit and r.
+
+    ``ci`` names the key that holds each point's ``(low, high)`` 95 % interval of ``y``
+    (e.g. ``stats.mean_ci`` over questions), drawn as a vertical error bar: a shift
+    measured on a handful of questions is shown with its uncertainty.
+    """
     fig, ax = _axes(ax, (4.5, 3.5))
     xs, ys = [p[x] for p in points], [p[y] for p in points]
-    ax.scatter(xs, ys)
+    if ci is not None:
+        below, above = [], []
+        for p in points:
+            low, high = p[ci]
+            tol = 1e-9 * max(1.0, abs(p[y]))  # the same mean computed two ways differs in the last bits
+            if not low - tol <= p[y] <= high + tol:
+                raise ValueError(f"{p[label]!r}: interval [{low}, {high}] does not contain its {y} {p[y]}")
+            below.append(max(0.0, p[y] - low))
+            above.append(max(0.0, high - p[y]))
+        ax.errorbar(xs, ys, yerr=[below, above], fmt="none", ecolor="grey", elinewidth=0.8, capsize=2)
+    ax.scatter(xs, ys, zorder=3)
     for p in points:
         ax.annotate(p[label], (p[x], p[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     _fit_line(ax, xs, ys)

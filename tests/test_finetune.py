@@ -394,3 +394,20 @@ def test_removed_words_names_overshoot_and_backfire():
     assert "below the base model's" in removed_words(shift_removed(10, 30, 5))
     assert "above the plain fine-tune's" in removed_words(shift_removed(10, 30, 40))
     assert "did not move" in removed_words(shift_removed(10, 10, 12))
+
+
+def test_plot_shift_draws_each_points_interval_and_refuses_one_that_misses_it():
+    from personalab.plotting_finetune import plot_shift
+
+    points = [
+        {"run": "a", "dx": 0.0, "d_trait": 1.0, "ci": (0.0, 3.0)},
+        {"run": "b", "dx": 1.0, "d_trait": 5.0, "ci": (4.0, 5.5)},
+        {"run": "c", "dx": 2.0, "d_trait": 9.0, "ci": (7.0, 9.0)},
+    ]
+    fig = plot_shift(points, "dx", ci="ci")
+    bars = fig.axes[0].containers[0]  # the ErrorbarContainer
+    segments = bars.lines[2][0].get_segments()
+    assert [(s[0][1], s[1][1]) for s in segments] == [(0.0, 3.0), (4.0, 5.5), (7.0, 9.0)]
+    assert not plot_shift(points, "dx").axes[0].containers  # no ci, no error bars
+    with pytest.raises(ValueError, match="'b': interval \\[6.0, 7.0\\] does not contain its d_trait 5.0"):
+        plot_shift([*points[:1], {**points[1], "ci": (6.0, 7.0)}], "dx", ci="ci")
