@@ -359,6 +359,55 @@ def judge_sees(judge: Judge, trait: Trait, min_spearman: float = AGREEMENT_MIN) 
     return math.isfinite(rho) and rho >= min_spearman
 
 
+def label_trained_agreement(judge: EmbeddingJudge, trait: Trait, *, folds: int = 5, alpha: float = 3.0) -> dict:
+    """Could the blind labels themselves teach the embedding judge what its exemplars miss?
+
+    A ridge regression on the judge's sentence embeddings, fitted on the trait's
+    exemplars (scored 100 and 0) plus the labelled answers of ``folds - 1`` folds, scores
+    the answers of the remaining fold; the Spearman correlation of those out-of-fold
+    scores with the labels is the estimate. Folds are grouped by question, so an answer's
+    twin (the same question under the other system prompt) is never trained on while it
+    is tested. Only this cross-validated number is honest: a head fitted on all the labels
+    would be scored on its own training data.
+
+    Returns ``{"spearman": cross-validated rho, "exemplars_only": judge_agreement's rho,
+    "n": labels, "folds": folds}``.
+    """
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    from personalab.stats import spearman
+
+    if not callable(getattr(judge, "embed", None)):
+        raise TypeError(
+            f"label_trained_agreement needs a judge with .embed (an EmbeddingJudge), got {type(judge).__name__}"
+        )
+    rows = load_labels(trait.name)
+    questions = sorted({r["question"] for r in rows})
+    folds = integer(folds, "folds")
+    if not 2 <= folds <= len(questions):
+        raise ValueError(f"folds must be between 2 and the {len(questions)} labelled questions, got {folds}")
+    alpha = finite_real(alpha, "alpha")
+    x = np.asarray(judge.embed([r["answer"] for r in rows]))  # [n, d]
+    ex = trait.exemplars or {"pos": [], "neg": []}
+    texts = list(ex.get("pos", [])) + list(ex.get("neg", []))
+    x_ex = np.asarray(judge.embed(texts)) if texts else np.zeros((0, x.shape[1]))
+    y_ex = np.array([100.0] * len(ex.get("pos", [])) + [0.0] * len(ex.get("neg", [])))
+    y = np.array([float(r["label"]) for r in rows])
+    fold_of = {q: i % folds for i, q in enumerate(questions)}
+    out = np.zeros(len(rows))
+    for k in range(folds):
+        test = np.array([fold_of[r["question"]] == k for r in rows])
+        head = Ridge(alpha=alpha).fit(np.vstack([x[~test], x_ex]), np.concatenate([y[~test], y_ex]))
+        out[test] = head.predict(x[test])
+    return {
+        "spearman": spearman(out.tolist(), y.tolist()),
+        "exemplars_only": judge_agreement(judge, trait)["spearman"],
+        "n": len(rows),
+        "folds": folds,
+    }
+
+
 def labelled_traits() -> list[str]:
     """Built-in traits that have labels shipped in ``data/labels``."""
     from importlib import resources

@@ -56,3 +56,45 @@ def test_judge_sees_a_trait_only_where_it_agrees_with_the_labels():
     assert not judge_sees(_LabelJudge(), unlabelled)  # nothing vouches for the judge there
     with pytest.raises(TypeError):
         judge_sees(_LabelJudge(), pirate, min_spearman="high")
+
+
+class _EmbeddingStub(_LabelJudge):
+    """Embeds an answer as [its label, noise...] (or pure noise): a head trained on the labels
+    can recover the first, and nothing can recover the second."""
+
+    def __init__(self, informative=True, dims=8):
+        super().__init__()
+        self.informative, self.dims = informative, dims
+        self.pos = set(traits.load("pirate").exemplars["pos"])  # exemplars: 1 for the trait, 0 for its absence
+
+    def embed(self, texts):
+        import zlib
+
+        import numpy as np
+
+        rows = []
+        for t in texts:
+            rng = np.random.default_rng(zlib.crc32(t.encode()))  # the same text, the same noise, every run
+            noise = rng.normal(size=self.dims)
+            signal = self.by_answer.get(t, 100.0 * (t in self.pos)) / 100 if self.informative else rng.normal()
+            rows.append(np.concatenate([[signal], noise]))
+        return np.array(rows).reshape(len(texts), self.dims + 1)
+
+
+def test_label_trained_agreement_scores_every_label_out_of_fold():
+    from personalab.judges import label_trained_agreement
+
+    pirate = traits.load("pirate")
+    good = label_trained_agreement(_EmbeddingStub(), pirate, folds=5, alpha=0.1)
+    assert good["spearman"] > 0.9 and good["n"] == len(load_labels("pirate")) and good["folds"] == 5
+    assert good["exemplars_only"] == pytest.approx(1.0)  # the stub's own trait_scores read the labels back
+    noise = label_trained_agreement(_EmbeddingStub(informative=False), pirate, folds=5)
+    assert abs(noise["spearman"]) < 0.5  # out-of-fold scores from pure noise do not track the labels
+    no_exemplars = dataclasses.replace(pirate, exemplars={"pos": [], "neg": []})
+    assert label_trained_agreement(_EmbeddingStub(), no_exemplars, alpha=0.1)["spearman"] > 0.9
+    n_questions = len({r["question"] for r in load_labels("pirate")})
+    for bad in (1, n_questions + 1):
+        with pytest.raises(ValueError, match="folds"):
+            label_trained_agreement(_EmbeddingStub(), pirate, folds=bad)
+    with pytest.raises(TypeError, match="embed"):
+        label_trained_agreement(_LabelJudge(), pirate)
