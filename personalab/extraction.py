@@ -18,7 +18,14 @@ from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
 from personalab.validate import integer, positive_int
-from personalab.vectors import MIN_HELDOUT_PAIRS, PersonaVector, choose_layer, heldout_separation, layer_diagnostics
+from personalab.vectors import (
+    MIN_HELDOUT_PAIRS,
+    PersonaVector,
+    choose_layer,
+    heldout_separation,
+    layer_diagnostics,
+    stability_curve,
+)
 
 # -- contrastive answers ------------------------------------------------------------------
 
@@ -267,7 +274,8 @@ def extract_persona_vector(
     Answers judged here get a coherence score only where their trait scores pass the
     filter (``judge_contrastive(coherence_for=...)``). The vector's ``heldout`` metadata is
     its held-out separation against label-shuffled vectors, or None when still too few
-    pairs survive.
+    pairs survive; its ``stability`` metadata is the split-half cosine at the default layer
+    for every number of pairs per half (``vectors.stability_curve``).
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -314,8 +322,16 @@ def extract_persona_vector(
             separation=[round(x, 4) for x in diag["separation"].tolist()],
             default_layer=layer,
             heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer),
+            stability=_stability(acts_pos[pooling], acts_neg[pooling], layer),
         ),
     )
+
+
+def _stability(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict[str, float] | None:
+    """The split-half stability curve at ``layer``, rounded for the metadata; None under 4 kept pairs."""
+    if pos.shape[0] < 4:
+        return None
+    return {m: round(c, 4) for m, c in stability_curve(pos, neg, layer).items()}
 
 
 def _heldout_check(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict | None:

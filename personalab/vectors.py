@@ -407,6 +407,23 @@ def split_half_cosine(
     return out
 
 
+def stability_curve(
+    pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_splits: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """How fast does the direction settle as pairs are added? ``{"m": mean split-half cosine}``
+    for every ``m`` = 1 .. n // 2 pairs per half (``split_half_cosine``, ``n_splits`` splits each).
+
+    Keys are strings so the curve survives a JSON round trip in a vector's metadata unchanged.
+    A curve still rising at its last point says more pairs would still move the vector.
+    """
+    n = _pair_differences(pos, neg, layer).shape[0]  # validates: paired, at least 4 pairs
+    curve = {}
+    for m in range(1, n // 2 + 1):
+        cos = split_half_cosine(pos, neg, layer, pairs_per_half=m, n_splits=n_splits, seed=seed)
+        curve[str(m)] = sum(cos) / len(cos)
+    return curve
+
+
 def _heldout_d(diff_build: torch.Tensor, pos_test: torch.Tensor, neg_test: torch.Tensor) -> float:
     """Cohen's d of held-out h+ vs h- projected on the unit mean of ``diff_build``."""
     unit = diff_build.mean(0)

@@ -101,6 +101,7 @@ def test_pipeline_end_to_end(tiny, tmp_cache):
     assert vec.meta["n_kept"] == 3 and vec.meta["n_layers"] == 4 and 1 <= vec.default_layer <= 4
     assert len(vec.meta["residual_norm"]) == 5
     assert vec.meta["heldout"] is None  # 3 kept pairs: too few to build on half and test on the other
+    assert vec.meta["stability"] is None  # and too few (under 4) for a split-half curve
     assert "3 kept pairs of 3; held-out separation not measured (fewer than 8" in vec.provenance()
 
 
@@ -116,6 +117,8 @@ def test_escalated_vector_records_its_heldout_separation(tiny, tmp_cache):
     held = vec.meta["heldout"]  # 12 kept pairs (the first round's 3 fail): the held-out check runs
     assert held["layer"] == vec.default_layer and held["ci_low"] <= held["value"] <= held["ci_high"]
     assert 0 <= held["percentile"] <= 100
+    assert list(vec.meta["stability"]) == [str(m) for m in range(1, 7)]  # 12 pairs: 1 .. 6 per half
+    assert all(-1 <= c <= 1 for c in vec.meta["stability"].values())
     line = vec.provenance()
     assert line.startswith("toy: 12 kept pairs of 15; held-out d at layer")
     assert line.endswith("beats chance") == (held["ci_low"] > held["null_p95"])

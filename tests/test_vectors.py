@@ -93,6 +93,20 @@ def test_split_half_cosine_grows_with_signal_and_pairs():
         split_half_cosine(torch.zeros(5, 3, 32), torch.zeros(6, 3, 32), 1)
 
 
+def test_stability_curve_rises_with_pairs_per_half_and_matches_split_half_cosine():
+    from personalab.vectors import split_half_cosine, stability_curve
+
+    pos, neg = _paired(20, 3.0)
+    curve = stability_curve(pos, neg, 1, n_splits=100)
+    assert list(curve) == [str(m) for m in range(1, 11)]  # 1 .. n // 2, string keys (JSON-safe)
+    assert curve["10"] > curve["1"] + 0.2  # more pairs per half, a steadier direction
+    assert curve["4"] == pytest.approx(
+        sum(c := split_half_cosine(pos, neg, 1, pairs_per_half=4, n_splits=100)) / len(c)
+    )
+    with pytest.raises(ValueError, match="at least 4 pairs"):
+        stability_curve(*_paired(3, 1.0), 1)
+
+
 def test_heldout_separation_beats_label_shuffled_vectors_only_with_a_signal():
     from personalab.vectors import heldout_separation
 
