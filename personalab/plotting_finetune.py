@@ -61,6 +61,6 @@ def plot_shift(
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(f"r = {pearson_r(xs, ys):.2f} over {len(xs)} fine-tuned models", fontsize=9)
+    ax.set_title(f"r = {pearson_r(xs, ys):.2f} over {len(xs)} points", fontsize=9)  # a point: a (model, vector) pair
     fig.tight_layout()
     return fig
