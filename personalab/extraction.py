@@ -20,6 +20,7 @@ from personalab.traits import Trait
 from personalab.validate import integer, positive_int
 from personalab.vectors import (
     MIN_HELDOUT_PAIRS,
+    MIN_SPLIT_PAIRS,
     PersonaVector,
     choose_layer,
     heldout_separation,
@@ -328,8 +329,9 @@ def extract_persona_vector(
 
 
 def _stability(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict[str, float] | None:
-    """The split-half stability curve at ``layer``, rounded for the metadata; None under 4 kept pairs."""
-    if pos.shape[0] < 4:
+    """The split-half stability curve at ``layer``, rounded for the metadata; None under
+    ``MIN_SPLIT_PAIRS`` kept pairs."""
+    if pos.shape[0] < MIN_SPLIT_PAIRS:
         return None
     return {m: round(c, 4) for m, c in stability_curve(pos, neg, layer).items()}
 

@@ -23,6 +23,17 @@ def pearson_r(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tens
     return float("nan") if denom == 0 else float((xc @ yc) / denom)
 
 
+def leave_one_out(stat, x: Sequence[float], y: Sequence[float]) -> list[float]:
+    """``stat(x, y)`` recomputed without each point in turn (entry ``i``: point ``i`` left out).
+
+    Does one point carry a correlation? The largest drop from ``stat(x, y)`` names it.
+    """
+    x, y = list(x), list(y)
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"leave_one_out needs two sequences of equal length >= 3, got {len(x)} and {len(y)}")
+    return [stat(x[:i] + x[i + 1 :], y[:i] + y[i + 1 :]) for i in range(len(x))]
+
+
 def ranks(x: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Average ranks (ties share the mean rank), 1-based."""
     x = _vec(x)

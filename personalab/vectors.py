@@ -364,6 +364,9 @@ def cosine_matrix(vectors: list[PersonaVector], layer: int) -> torch.Tensor:
 # -- how much to trust a vector ------------------------------------------------------------
 
 
+MIN_SPLIT_PAIRS = 4  # kept pairs a split-half check needs: two disjoint halves of at least 2 pairs
+
+
 def _pair_differences(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> torch.Tensor:
     """Per-pair h+ - h- at ``layer`` from paired activations ``[n, L+1, d]`` (row k = pair k): ``[n, d]``."""
     if pos.shape != neg.shape or pos.dim() != 3:
@@ -371,8 +374,8 @@ def _pair_differences(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> torch
             f"need paired activations of one shape [n, L+1, d], got {tuple(pos.shape)} and {tuple(neg.shape)}"
         )
     layer = layer_index(layer, pos.shape[1] - 1)
-    if pos.shape[0] < 4:
-        raise ValueError(f"need at least 4 pairs to split in halves, got {pos.shape[0]}")
+    if pos.shape[0] < MIN_SPLIT_PAIRS:
+        raise ValueError(f"need at least {MIN_SPLIT_PAIRS} pairs to split in halves, got {pos.shape[0]}")
     return (pos[:, layer] - neg[:, layer]).double()
 
 
@@ -416,7 +419,7 @@ def stability_curve(
     Keys are strings so the curve survives a JSON round trip in a vector's metadata unchanged.
     A curve still rising at its last point says more pairs would still move the vector.
     """
-    n = _pair_differences(pos, neg, layer).shape[0]  # validates: paired, at least 4 pairs
+    n = _pair_differences(pos, neg, layer).shape[0]  # validates: paired, at least MIN_SPLIT_PAIRS
     curve = {}
     for m in range(1, n // 2 + 1):
         cos = split_half_cosine(pos, neg, layer, pairs_per_half=m, n_splits=n_splits, seed=seed)

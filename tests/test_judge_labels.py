@@ -98,3 +98,5 @@ def test_label_trained_agreement_scores_every_label_out_of_fold():
             label_trained_agreement(_EmbeddingStub(), pirate, folds=bad)
     with pytest.raises(TypeError, match="embed"):
         label_trained_agreement(_LabelJudge(), pirate)
+    with pytest.raises(ValueError, match="alpha"):
+        label_trained_agreement(_EmbeddingStub(), pirate, alpha=float("nan"))

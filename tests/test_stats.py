@@ -59,3 +59,15 @@ def test_bootstrap_ci_rejects_a_bad_level():
 
     with pytest.raises(ValueError, match="level must be between 0 and 1"):
         bootstrap_ci(lambda idx: 0.0, 5, level=95)
+
+
+def test_leave_one_out_names_the_point_that_carries_a_correlation():
+    from personalab.stats import leave_one_out, pearson_r
+
+    x, y = [0.0, 1.0, 0.0, 1.0, 10.0], [1.0, 0.0, 0.0, 1.0, 10.0]  # r comes from the last point alone
+    loo = leave_one_out(pearson_r, x, y)
+    assert len(loo) == 5 and min(range(5), key=loo.__getitem__) == 4 and loo[4] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="equal length >= 3"):
+        leave_one_out(pearson_r, [1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="equal length"):
+        leave_one_out(pearson_r, [1.0, 2.0, 3.0], [1.0, 2.0])
