@@ -232,7 +232,8 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 6  # bump when the pipeline changes, so cached vectors are rebuilt
+EXTRACTION_VERSION = 7  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
+# (7: meta["stability"], the split-half curve; a vector cached by 6 has none)
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
 # 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the

@@ -247,3 +247,17 @@ def test_generation_cache_and_seeds(tiny, tmp_cache):
     assert s1 == s2
     with pytest.raises(ValueError, match="prompts is empty"):
         generate(tiny, [])
+
+
+def test_persona_vector_cache_is_keyed_by_the_pipeline_version(tiny, tmp_cache, monkeypatch):
+    """A vector cached by an older pipeline (whose meta may lack newer fields, e.g. the
+    stability curve) is never returned: bumping EXTRACTION_VERSION extracts it again."""
+    trait = Trait.from_dict(toy_trait_dict())
+    judge = ScriptedJudge()
+    first = extraction.persona_vector(tiny, trait, judge, max_new_tokens=4, escalate_below=2)
+    calls = judge.calls
+    again = extraction.persona_vector(tiny, trait, judge, max_new_tokens=4, escalate_below=2)
+    assert judge.calls == calls and torch.equal(again.vectors, first.vectors)  # served from the cache
+    monkeypatch.setattr(extraction, "EXTRACTION_VERSION", extraction.EXTRACTION_VERSION + 1)
+    extraction.persona_vector(tiny, trait, judge, max_new_tokens=4, escalate_below=2)
+    assert judge.calls > calls  # judged (so extracted) again
