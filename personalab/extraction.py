@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from personalab.activations import POOLINGS, answer_activations
-from personalab.judges import Judge, JudgeScore, SplitJudge
+from personalab.judges import Judge, JudgeScore, SplitJudge, judge_key
 from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.options import Pooling, QuestionSplit
 from personalab.prompting import chat_prompt, generate
@@ -389,7 +389,7 @@ def persona_vector(
             model_id(model),
             trait.to_json(),
             sorted(kwargs.items()),
-            type(judge).__name__,
+            judge_key(judge),
             precision_key(model),
         ]
     )

@@ -644,6 +644,7 @@ def measure(
     and active steering), so chapter 6 re-uses chapter 5's measurements.
     """
     from personalab import traits as traits_mod
+    from personalab.judges import judge_key
     from personalab.prompting import active_interventions
 
     trait = traits_mod.load(trait) if isinstance(trait, str) else trait
@@ -658,7 +659,7 @@ def measure(
             "questions": questions,
             "layer": layer,
             "vector": vector.vectors[layer].tolist(),
-            "judge": type(judge).__name__,
+            "judge": judge_key(judge),
             "max_new_tokens": max_new_tokens,
             "steering": [h.cache_key() for h in hooks],
             "precision": precision_key(model),

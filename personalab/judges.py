@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -228,8 +228,23 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
     return [scores[i] for i in range(len(full))]
 
 
+def _vader():
+    """VADER's lexicon sentiment analyser (``vaderSentiment``: rule-based, its lexicon ships in the wheel)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+SENTIMENT_WEIGHT = 0.5  # share of a mood trait's score that comes from lexicon sentiment (the rest: exemplars)
+
+
 class EmbeddingJudge:
     """Offline judge: exemplar-trained embedding classifier + log-prob/repetition coherence.
+
+    For a trait that declares a ``sentiment`` sign (a mood: sad, optimistic, ...), the trait
+    score is the plain average of the exemplar classifier's score and VADER's lexicon
+    sentiment mapped to 0-100 in the trait's direction (``SENTIMENT_WEIGHT``): two
+    independent readings of the same tone. ``cache_id`` names this behaviour in cache keys.
 
     Args:
         model: optional language model (a personalab/nnsight model) for log-probability
@@ -244,6 +259,9 @@ class EmbeddingJudge:
         self.C = regularization
         self._emb = _embedder()
         self._heads: dict[str, object] = {}
+        self._sentiment: Any = None  # VADER's analyser, built on first use
+
+    cache_id = "EmbeddingJudge/2"  # 2: mood traits blend in lexicon sentiment (SENTIMENT_WEIGHT)
 
     def embed(self, texts: Sequence[str]):
         texts = text_list(texts, "texts", allow_blank=True, allow_empty=True)
@@ -275,7 +293,7 @@ class EmbeddingJudge:
         return self._heads[key]
 
     @staged("judging")
-    def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
+    def exemplar_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
         """Calibrated trait score 0-100 from the exemplar classifier.
 
         The classifier's decision value is rescaled so that the average trait exemplar
@@ -286,6 +304,27 @@ class EmbeddingJudge:
         clf, mid, half = self._head(trait)
         z = (clf.decision_function(self.embed(answers)) - mid) / half
         return [float(v) for v in 100 / (1 + np.exp(-2.197 * z))]
+
+    def sentiment_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
+        """VADER's compound sentiment (-1..1) mapped to 0-100 in the trait's ``sentiment`` direction.
+
+        50 is neutral; a sad trait (sentiment -1) scores 100 for the most negative text.
+        Raises for a trait that declares no sentiment: there is no direction to read.
+        """
+        if not isinstance(trait, Trait) or trait.sentiment == 0:
+            raise JudgeError(f"trait {getattr(trait, 'name', trait)!r} declares no sentiment (-1 or +1) to score")
+        answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
+        if self._sentiment is None:
+            self._sentiment = _vader()
+        return [50.0 + 50.0 * trait.sentiment * self._sentiment.polarity_scores(a)["compound"] for a in answers]
+
+    def trait_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
+        """Trait score 0-100: the exemplar classifier's, averaged with lexicon sentiment for a mood trait."""
+        ex = self.exemplar_scores(trait, answers)
+        if trait.sentiment == 0:
+            return ex
+        w = SENTIMENT_WEIGHT
+        return [(1 - w) * e + w * v for e, v in zip(ex, self.sentiment_scores(trait, answers), strict=True)]
 
     @staged("judging")
     def coherence_scores(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
@@ -327,9 +366,14 @@ def load_labels(trait_name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def judge_agreement(judge: Judge, trait: Trait) -> dict:
-    """Spearman correlation between the judge's trait scores and the blind labels."""
-    from personalab.stats import spearman
+def judge_agreement(judge: Judge, trait: Trait, *, n_boot: int = 0) -> dict:
+    """Spearman correlation between the judge's trait scores and the blind labels.
+
+    With ``n_boot`` > 0 the result also holds a 95 % bootstrap interval (``ci_low``,
+    ``ci_high``) over the labelled *questions* (both answers to a question are drawn
+    together); with 0 (the default, for callers that only need the point) they are NaN.
+    """
+    from personalab.stats import bootstrap_ci, spearman
 
     rows = load_labels(trait.name)
     if hasattr(judge, "trait_scores"):  # skip coherence: the labels are about the trait only
@@ -338,7 +382,26 @@ def judge_agreement(judge: Judge, trait: Trait) -> dict:
         scores = judge.score(trait, [r["question"] for r in rows], [r["answer"] for r in rows])
         got = [float("nan") if s.trait is None else s.trait for s in scores]
     labels = [r["label"] for r in rows]
-    return {"spearman": spearman(got, labels), "n": len(rows), "scores": got, "labels": labels}
+    lo = hi = float("nan")
+    if integer(n_boot, "n_boot") < 0:
+        raise ValueError(f"n_boot must be 0 (no interval) or positive, got {n_boot}")
+    if n_boot:
+        questions = sorted({r["question"] for r in rows})
+        rows_of = [[i for i, r in enumerate(rows) if r["question"] == q] for q in questions]
+
+        def stat(draw: list[int]) -> float:
+            idx = [i for q in draw for i in rows_of[q]]
+            return spearman([got[i] for i in idx], [labels[i] for i in idx])
+
+        lo, hi = bootstrap_ci(stat, len(questions), n_boot=n_boot)
+    return {
+        "spearman": spearman(got, labels),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": len(rows),
+        "scores": got,
+        "labels": labels,
+    }
 
 
 AGREEMENT_MIN = 0.7  # Spearman with the blind labels below which the book does not trust a judge
@@ -370,7 +433,7 @@ def label_trained_agreement(judge: EmbeddingJudge, trait: Trait, *, folds: int =
     is tested. Only this cross-validated number is honest: a head fitted on all the labels
     would be scored on its own training data.
 
-    Returns ``{"spearman": cross-validated rho, "exemplars_only": judge_agreement's rho,
+    Returns ``{"spearman": cross-validated rho, "without_labels": judge_agreement's rho (the judge as is),
     "n": labels, "folds": folds}``.
     """
     import numpy as np
@@ -402,10 +465,17 @@ def label_trained_agreement(judge: EmbeddingJudge, trait: Trait, *, folds: int =
         out[test] = head.predict(x[test])
     return {
         "spearman": spearman(out.tolist(), y.tolist()),
-        "exemplars_only": judge_agreement(judge, trait)["spearman"],
+        "without_labels": judge_agreement(judge, trait)["spearman"],
         "n": len(rows),
         "folds": folds,
     }
+
+
+def judge_key(judge) -> str:
+    """What a judge contributes to a cache key: its ``cache_id`` (a name and a version of its
+    behaviour) where it has one, else its class name. A judge whose scoring changes must
+    change its ``cache_id``, or cached vectors and measurements would outlive it."""
+    return str(getattr(judge, "cache_id", None) or type(judge).__name__)
 
 
 def labelled_traits() -> list[str]:

@@ -15,6 +15,9 @@ holding everything the method needs to study one trait:
                    that show / don't show the trait (the offline judge learns from them)
 ``graded_prompts`` optional: 8 system prompts from trait-suppressing (0) to
                    trait-eliciting (7), used by the monitoring chapter
+``sentiment``      optional -1, 0 or +1: the sign of sentiment the trait carries by its
+                   definition (a mood: sad -1, optimistic +1; 0 = none). The offline
+                   judge blends a lexicon sentiment score into its trait score when set
 =================  =============================================================
 """
 
@@ -55,6 +58,7 @@ class Trait:
     rubric: str
     exemplars: dict[str, list[str]] = field(default_factory=dict)
     graded_prompts: list[str] = field(default_factory=list)
+    sentiment: int = 0
 
     # -- the contrastive system prompts ---------------------------------------------------
     def system_prompt(self, i: int, positive: bool) -> str:
@@ -167,6 +171,8 @@ def validate(data: dict) -> None:
         f"must be empty or hold exactly {N_GRADED} system prompts",
     )
     _need(all(isinstance(p, str) and p.strip() for p in gp), "graded_prompts", "must hold non-empty strings")
+    sent = data.get("sentiment", 0)
+    _need(type(sent) is int and sent in (-1, 0, 1), "sentiment", f"must be -1, 0 or 1, got {sent!r:.40}")
 
 
 def _data_dir():

@@ -1,6 +1,7 @@
 """Hand labels load and the agreement computation works on them."""
 
 import dataclasses
+import math
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_label_trained_agreement_scores_every_label_out_of_fold():
     pirate = traits.load("pirate")
     good = label_trained_agreement(_EmbeddingStub(), pirate, folds=5, alpha=0.1)
     assert good["spearman"] > 0.9 and good["n"] == len(load_labels("pirate")) and good["folds"] == 5
-    assert good["exemplars_only"] == pytest.approx(1.0)  # the stub's own trait_scores read the labels back
+    assert good["without_labels"] == pytest.approx(1.0)  # the stub's own trait_scores read the labels back
     noise = label_trained_agreement(_EmbeddingStub(informative=False), pirate, folds=5)
     assert abs(noise["spearman"]) < 0.5  # out-of-fold scores from pure noise do not track the labels
     no_exemplars = dataclasses.replace(pirate, exemplars={"pos": [], "neg": []})
@@ -100,3 +101,16 @@ def test_label_trained_agreement_scores_every_label_out_of_fold():
         label_trained_agreement(_LabelJudge(), pirate)
     with pytest.raises(ValueError, match="alpha"):
         label_trained_agreement(_EmbeddingStub(), pirate, alpha=float("nan"))
+
+
+def test_judge_agreement_interval_resamples_questions():
+    pirate = traits.load("pirate")
+    point = judge_agreement(_LengthJudge(), pirate)
+    assert math.isnan(point["ci_low"]) and math.isnan(point["ci_high"])  # no interval unless asked
+    res = judge_agreement(_LengthJudge(), pirate, n_boot=300)
+    assert res["spearman"] == point["spearman"] and res["ci_low"] <= res["spearman"] <= res["ci_high"]
+    assert res["ci_high"] - res["ci_low"] > 0.05  # 20 questions: a real interval, not a point
+    perfect = judge_agreement(_LabelJudge(), pirate, n_boot=300)
+    assert perfect["ci_low"] == pytest.approx(1.0) and perfect["ci_high"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        judge_agreement(_LengthJudge(), pirate, n_boot=-1)

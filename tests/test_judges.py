@@ -113,3 +113,39 @@ def test_openai_judge_edge_inputs(server):
     assert s.trait == pytest.approx(74.0)
     with pytest.raises(ValueError, match="retries must be >= 0"):
         OpenAIJudge("m", base_url=server, retries=-1)
+
+
+def test_mood_traits_blend_lexicon_sentiment_in_their_direction():
+    """A trait that declares a sentiment sign is scored as the plain average of the exemplar
+    classifier and VADER's compound score mapped to 0-100 in that direction; others are not."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from personalab import traits
+    from personalab.judges import SENTIMENT_WEIGHT, EmbeddingJudge, JudgeError, judge_key
+
+    judge = EmbeddingJudge()
+    sad, optimistic, pirate = traits.load("sad"), traits.load("optimistic"), traits.load("pirate")
+    assert (sad.sentiment, optimistic.sentiment, pirate.sentiment) == (-1, 1, 0)
+    texts = ["Everything I loved is lost and I feel so alone and miserable.", "What a wonderful, happy, bright day!"]
+    compound = [SentimentIntensityAnalyzer().polarity_scores(t)["compound"] for t in texts]
+    assert judge.sentiment_scores(sad, texts) == pytest.approx([50 - 50 * c for c in compound])
+    assert judge.sentiment_scores(optimistic, texts) == pytest.approx([50 + 50 * c for c in compound])
+    s = judge.sentiment_scores(sad, texts)
+    assert s[0] > 75 and s[1] < 25  # the gloomy text reads sad, the cheerful one does not
+    w = SENTIMENT_WEIGHT
+    want = [(1 - w) * e + w * v for e, v in zip(judge.exemplar_scores(sad, texts), s)]
+    assert judge.trait_scores(sad, texts) == pytest.approx(want)
+    assert judge.trait_scores(pirate, texts) == pytest.approx(judge.exemplar_scores(pirate, texts))
+    with pytest.raises(JudgeError, match="declares no sentiment"):
+        judge.sentiment_scores(pirate, texts)
+    assert judge_key(judge) == EmbeddingJudge.cache_id and judge_key(object()) == "object"
+
+
+@pytest.mark.parametrize("bad", [2, -2, "1", 1.0, True])
+def test_trait_sentiment_must_be_a_sign(bad):
+    from personalab.traits import Trait, TraitError
+    from tests.helpers import toy_trait_dict
+
+    assert Trait.from_dict(toy_trait_dict()).sentiment == 0
+    with pytest.raises(TraitError, match="sentiment"):
+        Trait.from_dict({**toy_trait_dict(), "sentiment": bad})
