@@ -149,3 +149,11 @@ def test_trait_sentiment_must_be_a_sign(bad):
     assert Trait.from_dict(toy_trait_dict()).sentiment == 0
     with pytest.raises(TraitError, match="sentiment"):
         Trait.from_dict({**toy_trait_dict(), "sentiment": bad})
+
+
+def test_the_moods_are_the_four_traits_the_book_names():
+    """Chapter 1 and the README name the traits whose judge blends in lexicon sentiment."""
+    from personalab import traits
+
+    signs = {n: traits.load(n).sentiment for n in traits.list_traits()}
+    assert {n: s for n, s in signs.items() if s} == {"sad": -1, "pessimistic": -1, "optimistic": 1, "enthusiastic": 1}
