@@ -238,6 +238,14 @@ def _vader():
 SENTIMENT_WEIGHT = 0.5  # share of a mood trait's score that comes from lexicon sentiment (the rest: exemplars)
 
 
+def _need_trait(trait) -> None:
+    if not isinstance(trait, Trait):
+        raise TypeError(
+            f"trait must be a Trait, got {trait!r:.60} ({type(trait).__name__}): "
+            "load one with personalab.traits.load(name)"
+        )
+
+
 class EmbeddingJudge:
     """Offline judge: exemplar-trained embedding classifier + log-prob/repetition coherence.
 
@@ -269,11 +277,7 @@ class EmbeddingJudge:
 
     def _head(self, trait: Trait):
         """Fit (once per trait) the exemplar classifier and its calibration."""
-        if not isinstance(trait, Trait):
-            raise TypeError(
-                f"trait must be a Trait, got {trait!r:.60} ({type(trait).__name__}): "
-                "load one with personalab.traits.load(name)"
-            )
+        _need_trait(trait)
         key = f"{trait.name}:{stable_hash(trait.exemplars)}"  # same name, other exemplars -> another head
         if key not in self._heads:
             from sklearn.linear_model import LogisticRegression
@@ -305,14 +309,16 @@ class EmbeddingJudge:
         z = (clf.decision_function(self.embed(answers)) - mid) / half
         return [float(v) for v in 100 / (1 + np.exp(-2.197 * z))]
 
+    @staged("judging")
     def sentiment_scores(self, trait: Trait, answers: Sequence[str]) -> list[float]:
         """VADER's compound sentiment (-1..1) mapped to 0-100 in the trait's ``sentiment`` direction.
 
         50 is neutral; a sad trait (sentiment -1) scores 100 for the most negative text.
         Raises for a trait that declares no sentiment: there is no direction to read.
         """
-        if not isinstance(trait, Trait) or trait.sentiment == 0:
-            raise JudgeError(f"trait {getattr(trait, 'name', trait)!r} declares no sentiment (-1 or +1) to score")
+        _need_trait(trait)
+        if trait.sentiment == 0:
+            raise JudgeError(f"trait {trait.name!r} declares no sentiment (-1 or +1) to score")
         answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
         if self._sentiment is None:
             self._sentiment = _vader()
@@ -373,7 +379,7 @@ def judge_agreement(judge: Judge, trait: Trait, *, n_boot: int = 0) -> dict:
     ``ci_high``) over the labelled *questions* (both answers to a question are drawn
     together); with 0 (the default, for callers that only need the point) they are NaN.
     """
-    from personalab.stats import bootstrap_ci, spearman
+    from personalab.stats import grouped_bootstrap_ci, spearman
 
     rows = load_labels(trait.name)
     if hasattr(judge, "trait_scores"):  # skip coherence: the labels are about the trait only
@@ -386,14 +392,11 @@ def judge_agreement(judge: Judge, trait: Trait, *, n_boot: int = 0) -> dict:
     if integer(n_boot, "n_boot") < 0:
         raise ValueError(f"n_boot must be 0 (no interval) or positive, got {n_boot}")
     if n_boot:
-        questions = sorted({r["question"] for r in rows})
-        rows_of = [[i for i, r in enumerate(rows) if r["question"] == q] for q in questions]
-
-        def stat(draw: list[int]) -> float:
-            idx = [i for q in draw for i in rows_of[q]]
-            return spearman([got[i] for i in idx], [labels[i] for i in idx])
-
-        lo, hi = bootstrap_ci(stat, len(questions), n_boot=n_boot)
+        lo, hi = grouped_bootstrap_ci(
+            lambda idx: spearman([got[i] for i in idx], [labels[i] for i in idx]),
+            [r["question"] for r in rows],
+            n_boot=n_boot,
+        )
     return {
         "spearman": spearman(got, labels),
         "ci_low": lo,

@@ -19,6 +19,7 @@ import html
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -277,7 +278,7 @@ def monitoring_null(
     percentile``. A correlation is only evidence for the vector when it beats most random
     directions: with 8 graded prompts, a per-prompt r of 0.9 happens by chance.
     """
-    from personalab.stats import bootstrap_ci, null_summary
+    from personalab.stats import grouped_bootstrap_ci, null_summary
 
     vector.check_model(model)
     acts = _experiment_acts(model, experiment)[:, check_layer(model, layer)].float()  # [n, d]
@@ -286,10 +287,6 @@ def monitoring_null(
     units = torch.cat([vector.unit(layer)[None].float(), rand / rand.norm(dim=1, keepdim=True)])  # [1 + R, d]
     proj = (acts @ units.T).double()  # [n, 1 + R]; column 0 = the persona vector
     levels, scores = experiment["levels"], experiment["scores"]
-    by_question: dict[str, list[int]] = {}
-    for i, q in enumerate(experiment["questions"]):
-        by_question.setdefault(q, []).append(i)
-    groups = list(by_question.values())
 
     def r_sample(col: list[float], rows: list[int]) -> float:
         return _pearson_finite([col[i] for i in rows], [scores[i] for i in rows])
@@ -304,11 +301,7 @@ def monitoring_null(
     cols = [proj[:, j].tolist() for j in range(proj.shape[1])]
     out = {}
     for name, fn in (("per_sample", r_sample), ("per_prompt", r_prompt)):
-
-        def stat(draw: list[int], fn=fn) -> float:
-            return fn(cols[0], [i for g in draw for i in groups[g]])
-
-        ci = bootstrap_ci(stat, len(groups), n_boot=n_boot, seed=seed)
+        ci = grouped_bootstrap_ci(partial(fn, cols[0]), experiment["questions"], n_boot=n_boot, seed=seed)
         out[name] = null_summary(fn(cols[0], every), [fn(c, every) for c in cols[1:]], ci)
     return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
@@ -89,6 +89,22 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     lo, hi = torch.quantile(values, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return lo, hi
+
+
+def grouped_bootstrap_ci(
+    stat: Callable[[list[int]], float], groups: Sequence[Hashable], *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """``bootstrap_ci`` that resamples *groups* of rows (e.g. questions), not single rows.
+
+    ``groups[i]`` names row ``i``'s group; every draw picks groups with replacement and
+    ``stat(rows)`` gets the row indices of the drawn groups (a group drawn twice counts
+    twice). Answers to one question are not independent, so they are drawn together.
+    """
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    blocks = list(members.values())
+    return bootstrap_ci(lambda draw: stat([i for b in draw for i in blocks[b]]), len(blocks), n_boot=n_boot, seed=seed)
 
 
 def null_summary(value: float, null: Sequence[float] | torch.Tensor, ci: tuple[float, float] | None = None) -> dict:

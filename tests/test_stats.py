@@ -71,3 +71,19 @@ def test_leave_one_out_names_the_point_that_carries_a_correlation():
         leave_one_out(pearson_r, [1.0, 2.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="equal length"):
         leave_one_out(pearson_r, [1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_grouped_bootstrap_draws_a_groups_rows_together():
+    from personalab.stats import bootstrap_ci, grouped_bootstrap_ci
+
+    groups = ["a", "a", "b", "b", "c", "c"]
+    seen = []
+    lo, hi = grouped_bootstrap_ci(lambda rows: seen.append(sorted(rows)) or float(len(rows)), groups, n_boot=50)
+    assert len(seen) == 50 and all(len(r) == 6 for r in seen)  # three groups of two rows per draw
+    for rows in seen:  # a row never comes without its partner
+        assert all(rows.count(i) == rows.count(i ^ 1) for i in rows)
+    assert lo == hi == 6.0
+    values = [1.0, 1.0, 5.0, 5.0, 9.0, 9.0]  # one value per group: the same interval as a plain bootstrap of groups
+    grouped = grouped_bootstrap_ci(lambda rows: sum(values[i] for i in rows) / len(rows), groups, n_boot=200, seed=3)
+    plain = bootstrap_ci(lambda d: sum([1.0, 5.0, 9.0][i] for i in d) / len(d), 3, n_boot=200, seed=3)
+    assert grouped == pytest.approx(plain)
