@@ -32,6 +32,7 @@ _LAZY = {  # public name -> module that defines it, one step of the method per l
     "OpenAIJudge": "judges",
     "persona_vector": "extraction",
     "extract_persona_vector": "extraction",
+    "persona_vectors": "extraction",
     "steer": "steering",
     "cap": "steering",
     "steer_when": "steering",

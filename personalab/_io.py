@@ -74,3 +74,27 @@ def cache_lock(path: str | os.PathLike, timeout: float = 3600) -> Iterator[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=timeout):
         yield
+
+
+@contextmanager
+def try_cache_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """Take ``cache_lock``'s lock on one cache entry if no other process holds it; never wait.
+
+    Yields True while this process holds the lock (released on exit) and False when another
+    process holds it: a caller building several entries at once builds the ones it got and
+    waits (with ``cache_lock``) for the others only afterwards, instead of blocking on each.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

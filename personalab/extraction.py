@@ -6,8 +6,9 @@ embeddings, index i = output of decoder block i, ``n_layers + 1`` rows).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -133,26 +134,58 @@ def generate_contrastive(
     question, as the paper does (100 pairs). ``skip`` leaves out each question's first
     ``skip`` pairs (``contrastive_prompts``).
     """
-    if split not in trait.questions:
-        raise ValueError(f"split must be one of {sorted(trait.questions)}, got {split!r}")
-    questions = trait.questions[split]
-    if not questions:
-        raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
-    pairs = contrastive_prompts(model.tokenizer, trait, questions, instructions_per_question, skip=skip)
-    qs, idx, p_pos, p_neg = (list(column) for column in zip(*pairs, strict=True))
     kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
-    answers = generate(model, p_pos + p_neg, desc=f"{trait.name} p+/p-", **kw)  # one call: fuller batches
-    a_pos, a_neg = answers[: len(p_pos)], answers[len(p_pos) :]
-    return ContrastiveSet(
-        trait.name,
-        qs,
-        idx,
-        p_pos,
-        p_neg,
-        a_pos,
-        a_neg,
-        settings={"split": split, "instructions_per_question": instructions_per_question, "skip": skip, **kw},
-    )
+    return generate_contrastive_many(
+        model, [trait], split=split, instructions_per_question=instructions_per_question, skip=skip, **kw
+    )[0]
+
+
+def generate_contrastive_many(
+    model,
+    traits: Sequence[Trait],
+    *,
+    split: QuestionSplit = "extraction",
+    instructions_per_question: int = 1,
+    skip: int = 0,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> list[ContrastiveSet]:
+    """``generate_contrastive`` for several traits in one ``generate`` call, one set per trait.
+
+    Why: ``generate`` sorts all prompts by length and fills batches of ``batch_size``, and a
+    full batch runs more tokens per second than the 40-prompt batch one trait's 20 pairs
+    make (``generate``'s docstring has the numbers). Each trait's prompts are the ones
+    ``generate_contrastive`` builds; with one trait the call (and its cache entries) is
+    exactly ``generate_contrastive``'s.
+    """
+    traits = list(traits)
+    if not traits or not all(isinstance(t, Trait) for t in traits):
+        raise TypeError("traits must be a non-empty list of Trait objects (traits.load(name))")
+    if len({t.name for t in traits}) != len(traits):
+        raise ValueError(f"each trait may appear once, got {[t.name for t in traits]}")
+    columns = []
+    for trait in traits:
+        if split not in trait.questions:
+            raise ValueError(f"split must be one of {sorted(trait.questions)}, got {split!r}")
+        questions = trait.questions[split]
+        if not questions:
+            raise ValueError(f"trait {trait.name!r} has no {split!r} questions")
+        pairs = contrastive_prompts(model.tokenizer, trait, questions, instructions_per_question, skip=skip)
+        columns.append([list(column) for column in zip(*pairs, strict=True)])
+    prompts = [p for _, _, p_pos, p_neg in columns for p in p_pos + p_neg]
+    kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
+    desc = f"{traits[0].name} p+/p-" if len(traits) == 1 else f"{len(traits)} traits p+/p-"
+    answers = generate(model, prompts, desc=desc, **kw)  # one call: fuller batches
+    settings = {"split": split, "instructions_per_question": instructions_per_question, "skip": skip, **kw}
+    sets, start = [], 0
+    for trait, (qs, idx, p_pos, p_neg) in zip(traits, columns, strict=True):
+        n = len(p_pos)
+        a_pos, a_neg = answers[start : start + n], answers[start + n : start + 2 * n]
+        start += 2 * n
+        sets.append(ContrastiveSet(trait.name, qs, idx, p_pos, p_neg, a_pos, a_neg, settings=dict(settings)))
+    return sets
 
 
 def judge_contrastive(
@@ -279,28 +312,97 @@ def extract_persona_vector(
     pairs survive; its ``stability`` metadata is the split-half cosine at the default layer
     for every number of pairs per half (``vectors.stability_curve``).
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    thresholds: dict[str, Any] = dict(
-        pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs
-    )
-    may_escalate = cset is None and "instructions_per_question" not in gen_kwargs
+    thresholds = _thresholds(pos_min, neg_max, coherence_min, min_pairs, pooling)
     if cset is None:
-        cset = generate_contrastive(model, trait, **gen_kwargs)
+        result = extract_persona_vectors(
+            model, [trait], judge, **thresholds, escalate_below=escalate_below, pooling=pooling, **gen_kwargs
+        )[trait.name]
+        if isinstance(result, ValueError):
+            raise result
+        return result
     if not cset.scores_pos:
         judge_contrastive(cset, trait, judge, coherence_for=(pos_min, neg_max))
+    keep = filter_pairs(cset, **thresholds)
+    return _vector_from_pairs(model, trait, cset, keep, pooling, thresholds)
+
+
+def extract_persona_vectors(
+    model,
+    traits: Sequence[Trait],
+    judge: Judge,
+    *,
+    pos_min: float = 50,
+    neg_max: float = 50,
+    coherence_min: float = 50,
+    min_pairs: int = 2,
+    escalate_below: int = ESCALATE_BELOW,
+    pooling: Pooling = "response",
+    **gen_kwargs,
+) -> dict[str, PersonaVector | ValueError]:
+    """``extract_persona_vector`` for several traits, their generations batched together.
+
+    The same method and the same escalation, trait by trait; only the generation is
+    shared: every trait's 20 pairs go to one ``generate`` call, then the other instruction
+    pairs of every trait that needs escalating to a second one
+    (``generate_contrastive_many``), so the batches are full. A trait whose pairs do not
+    survive the filter maps to the ValueError that ``extract_persona_vector`` would raise
+    for it (it says what to change), so one such trait does not cost the others' work.
+    """
+    thresholds = _thresholds(pos_min, neg_max, coherence_min, min_pairs, pooling)
+    traits = list(traits)
+    csets = dict(zip([t.name for t in traits], generate_contrastive_many(model, traits, **gen_kwargs), strict=True))
+    may_escalate = "instructions_per_question" not in gen_kwargs
+    kept: dict[str, list[int] | ValueError] = {}
+    for trait in traits:
+        judge_contrastive(csets[trait.name], trait, judge, coherence_for=(pos_min, neg_max))
+        kept[trait.name] = _try_filter(csets[trait.name], thresholds)
+    short = [t for t in traits if may_escalate and _n_kept(kept[t.name]) < escalate_below]
+    for n in sorted({len(t.instructions) for t in short}):  # traits with the same number of pairs share a call
+        group = [t for t in short if len(t.instructions) == n]
+        for trait, more in zip(
+            group,
+            generate_contrastive_many(model, group, instructions_per_question=n, skip=1, **gen_kwargs),
+            strict=True,
+        ):
+            judge_contrastive(more, trait, judge, coherence_for=(pos_min, neg_max))
+            cset = csets[trait.name]
+            csets[trait.name] = cset.extended(more, settings=cset.settings | {"instructions_per_question": n})
+            kept[trait.name] = _try_filter(csets[trait.name], thresholds)
+    out: dict[str, PersonaVector | ValueError] = {}
+    for trait in traits:
+        keep = kept[trait.name]
+        out[trait.name] = (
+            keep
+            if isinstance(keep, ValueError)
+            else _vector_from_pairs(model, trait, csets[trait.name], keep, pooling, thresholds)
+        )
+    return out
+
+
+def _thresholds(pos_min: float, neg_max: float, coherence_min: float, min_pairs: int, pooling: str) -> dict[str, Any]:
+    """The pair filter's settings, after checking ``pooling``."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min, min_pairs=min_pairs)
+
+
+def _try_filter(cset: ContrastiveSet, thresholds: dict[str, Any]) -> list[int] | ValueError:
+    """``filter_pairs``, with its ValueError (too few pairs survive) returned instead of raised."""
     try:
-        keep = filter_pairs(cset, **thresholds)
-    except ValueError:
-        if not may_escalate:
-            raise
-        keep = []
-    if may_escalate and len(keep) < escalate_below:
-        n = len(trait.instructions)
-        more = generate_contrastive(model, trait, instructions_per_question=n, skip=1, **gen_kwargs)
-        judge_contrastive(more, trait, judge, coherence_for=(pos_min, neg_max))
-        cset = cset.extended(more, settings=cset.settings | {"instructions_per_question": n})
-        keep = filter_pairs(cset, **thresholds)
+        return filter_pairs(cset, **thresholds)
+    except ValueError as err:
+        return err
+
+
+def _n_kept(keep: list[int] | ValueError) -> int:
+    return 0 if isinstance(keep, ValueError) else len(keep)
+
+
+def _vector_from_pairs(
+    model, trait: Trait, cset: ContrastiveSet, keep: list[int], pooling: str, thresholds: dict[str, Any]
+) -> PersonaVector:
+    """Steps 3-4 for the kept pairs: their answers' activations, the mean difference, and the
+    vector's metadata (layer diagnostics, held-out check, stability curve)."""
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
     acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")
@@ -318,7 +420,7 @@ def extract_persona_vector(
             method=f"mean_diff/{pooling}",
             n_pairs=len(cset),
             n_kept=len(keep),
-            thresholds=dict(pos_min=pos_min, neg_max=neg_max, coherence_min=coherence_min),
+            thresholds={k: thresholds[k] for k in ("pos_min", "neg_max", "coherence_min")},
             settings=cset.settings,
             residual_norm=[round(x, 4) for x in norms.tolist()],
             separation=[round(x, 4) for x in diag["separation"].tolist()],
@@ -374,15 +476,109 @@ def persona_vector(
     The vector is stored under ``$PERSONALAB_CACHE/vectors/`` keyed by (model, trait,
     settings); a cached file is loaded and checked against the model.
     """
+    from personalab._io import cache_lock
+
+    trait, judge = _trait_and_judge(model, trait, judge)
+    if not cache:
+        return extract_persona_vector(model, trait, judge, **kwargs)
+    path = _vector_path(model, trait, judge, kwargs)
+    with cache_lock(path):  # a chapter running beside this one may be extracting the same vector
+        vec = _load_cached(model, path)
+        if vec is None:
+            vec = extract_persona_vector(model, trait, judge, **kwargs)
+            vec.save(path)
+    return vec
+
+
+def persona_vectors(
+    model,
+    traits: Sequence[Trait | str],
+    judge: Judge | None = None,
+    *,
+    cache: bool = True,
+    on_error: Literal["raise", "return"] = "raise",
+    **kwargs,
+) -> dict[str, PersonaVector | ValueError]:
+    """``persona_vector`` for several traits, the ones not yet cached extracted together.
+
+    The uncached traits go through ``extract_persona_vectors`` (one shared generation, so
+    fuller batches); each vector is cached exactly where ``persona_vector`` caches it. When
+    a trait's pairs do not survive the filter, ``on_error="raise"`` (the default) raises its
+    ValueError (naming the trait) once every other vector is built and cached;
+    ``"return"`` maps that trait to the error instead, for a table of every trait.
+    Side by side with another process (two chapters executed at once), the entries that
+    process is building are left to it: they are waited for, and read back, after the rest
+    are built, so neither process blocks the other's whole batch.
+    """
+    from contextlib import ExitStack
+
+    from personalab._io import try_cache_lock
+
+    if isinstance(traits, str | Trait):
+        raise TypeError("traits must be a list of trait names or Trait objects; for one trait use persona_vector")
+    if on_error not in ("raise", "return"):
+        raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+    traits = list(traits)
+    if not traits:
+        raise ValueError("traits is empty: name at least one trait (traits.list_traits() has them all)")
+    first, judge = _trait_and_judge(model, traits[0], judge)  # one judge for every trait
+    loaded = [first] + [_trait_and_judge(model, t, judge)[0] for t in traits[1:]]
+    if len({t.name for t in loaded}) != len(loaded):
+        raise ValueError(f"each trait may appear once, got {[t.name for t in loaded]}")
+    if not cache:
+        return _errors(extract_persona_vectors(model, loaded, judge, **kwargs), on_error)
+    out: dict[str, PersonaVector | ValueError] = {}
+    later: list[Trait] = []
+    with ExitStack() as held:
+        todo: dict[str, tuple[Trait, Any]] = {}
+        for trait in loaded:
+            path = _vector_path(model, trait, judge, kwargs)
+            if not held.enter_context(try_cache_lock(path)):
+                later.append(trait)  # another process is building it
+            elif (vec := _load_cached(model, path)) is not None:
+                out[trait.name] = vec
+            else:
+                todo[trait.name] = (trait, path)
+        if todo:
+            built = extract_persona_vectors(model, [t for t, _ in todo.values()], judge, **kwargs)
+            for name, result in built.items():
+                if isinstance(result, PersonaVector):
+                    result.save(todo[name][1])
+                out[name] = result
+    for trait in later:
+        try:
+            out[trait.name] = persona_vector(model, trait, judge, **kwargs)
+        except ValueError as err:
+            out[trait.name] = err
+    return _errors({t.name: out[t.name] for t in loaded}, on_error)
+
+
+def _errors(results: dict[str, PersonaVector | ValueError], on_error: str) -> dict[str, PersonaVector | ValueError]:
+    """``results`` as they are (``on_error="return"``), or the first trait's error raised."""
+    for name, result in results.items():
+        if on_error == "raise" and isinstance(result, ValueError):
+            raise ValueError(f"trait {name!r}: {result}") from result
+    return results
+
+
+def _trait_and_judge(model, trait: Trait | str, judge: Judge | None) -> tuple[Trait, Judge]:
+    """The trait loaded by name if needed, and the judge (the ``EmbeddingJudge`` by default)."""
     from personalab import traits as traits_mod
-    from personalab._io import cache_lock, stable_hash
-    from personalab.models import writable_cache_root
 
     trait = traits_mod.load(trait) if isinstance(trait, str) else trait
     if judge is None:
         from personalab.judges import EmbeddingJudge
 
         judge = EmbeddingJudge(model)
+    return trait, judge
+
+
+def _vector_path(model, trait: Trait, judge: Judge, kwargs: dict[str, Any]):
+    """Where ``persona_vector`` caches this vector: keyed by the pipeline's version, the model,
+    the trait, the settings, the judge and the precision."""
+    from personalab._io import stable_hash
+    from personalab.models import writable_cache_root
+
     key = stable_hash(
         [
             EXTRACTION_VERSION,
@@ -393,15 +589,14 @@ def persona_vector(
             precision_key(model),
         ]
     )
-    path = writable_cache_root() / "vectors" / f"{trait.name}-{key}"
-    if not cache:
-        return extract_persona_vector(model, trait, judge, **kwargs)
-    with cache_lock(path):  # a chapter running beside this one may be extracting the same vector
-        if path.with_name(path.name + ".json").is_file():
-            try:
-                return PersonaVector.load(path, model=model)
-            except (ValueError, TypeError, IndexError):
-                pass  # corrupt cache entry: extract again
-        vec = extract_persona_vector(model, trait, judge, **kwargs)
-        vec.save(path)
-    return vec
+    return writable_cache_root() / "vectors" / f"{trait.name}-{key}"
+
+
+def _load_cached(model, path) -> PersonaVector | None:
+    """The cached vector at ``path``, or None when there is none or it is corrupt (extract again)."""
+    if not path.with_name(path.name + ".json").is_file():
+        return None
+    try:
+        return PersonaVector.load(path, model=model)
+    except (ValueError, TypeError, IndexError):
+        return None

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -261,3 +263,132 @@ def test_persona_vector_cache_is_keyed_by_the_pipeline_version(tiny, tmp_cache, 
     monkeypatch.setattr(extraction, "EXTRACTION_VERSION", extraction.EXTRACTION_VERSION + 1)
     extraction.persona_vector(tiny, trait, judge, max_new_tokens=4, escalate_below=2)
     assert judge.calls > calls  # judged (so extracted) again
+
+
+def _two_traits():
+    toy = Trait.from_dict(toy_trait_dict())
+    other = Trait.from_dict({**toy_trait_dict(), "name": "other"})
+    return toy, other
+
+
+def _counting_generate(monkeypatch):
+    """Record each ``generate`` call's prompts in extraction (the calls still run)."""
+    calls = []
+    real = extraction.generate
+
+    def counting(model, prompts, **kw):
+        calls.append(list(prompts))
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(extraction, "generate", counting)
+    return calls
+
+
+def test_generate_contrastive_many_is_one_call_with_each_traits_prompts(tiny, tmp_cache, monkeypatch):
+    """Several traits share one ``generate`` call; each set holds exactly the pairs
+    ``generate_contrastive`` builds for its trait, and one trait is that very call."""
+    toy, other = _two_traits()
+    calls = _counting_generate(monkeypatch)
+    sets = extraction.generate_contrastive_many(tiny, [toy, other], max_new_tokens=3)
+    assert len(calls) == 1 and len(calls[0]) == 2 * 2 * 3
+    alone = [extraction.generate_contrastive(tiny, t, max_new_tokens=3) for t in (toy, other)]
+    assert [len(c) for c in calls] == [12, 6, 6]
+    for s, a in zip(sets, alone, strict=True):
+        assert (s.trait, s.questions, s.instruction) == (a.trait, a.questions, a.instruction)
+        assert (s.prompts_pos, s.prompts_neg, s.settings) == (a.prompts_pos, a.prompts_neg, a.settings)
+        assert len(s.answers_pos) == len(s.answers_neg) == 3
+    assert calls[0] == alone[0].prompts_pos + alone[0].prompts_neg + alone[1].prompts_pos + alone[1].prompts_neg
+    with pytest.raises(ValueError, match="each trait may appear once"):
+        extraction.generate_contrastive_many(tiny, [toy, toy], max_new_tokens=3)
+    with pytest.raises(TypeError, match="Trait objects"):
+        extraction.generate_contrastive_many(tiny, ["toy"], max_new_tokens=3)
+
+
+def test_extract_persona_vectors_escalates_every_short_trait_in_one_call(tiny, tmp_cache, monkeypatch):
+    """Two traits: one generate call for both first rounds, one for both escalations; each
+    vector is what the one-trait method gives (the first trait's first round fails the
+    filter, so it keeps 12 of 15 pairs; the second keeps all 15)."""
+    toy, other = _two_traits()
+    calls = _counting_generate(monkeypatch)
+    vecs = extraction.extract_persona_vectors(tiny, [toy, other], FirstCallFailsJudge(), max_new_tokens=4)
+    assert [len(c) for c in calls] == [2 * 2 * 3, 2 * 2 * 12]
+    assert [vecs[n].meta["n_kept"] for n in ("toy", "other")] == [12, 15]
+    assert all(v.meta["settings"]["instructions_per_question"] == 5 for v in vecs.values())
+    alone = extraction.extract_persona_vector(tiny, toy, FirstCallFailsJudge(), max_new_tokens=4)
+    assert alone.meta["n_kept"] == 12 and alone.meta["n_pairs"] == vecs["toy"].meta["n_pairs"] == 15
+
+
+def test_extract_persona_vectors_returns_the_error_of_a_trait_with_no_pairs(tiny, tmp_cache):
+    """A trait whose answers never pass maps to the ValueError one-trait extraction raises;
+    with an explicit setting there is no escalation, as for one trait."""
+    toy, other = _two_traits()
+    kw = dict(max_new_tokens=3, instructions_per_question=1)
+    out = extraction.extract_persona_vectors(tiny, [toy, other], ScriptedJudge(pos=10), **kw)
+    assert set(out) == {"toy", "other"}
+    assert all(isinstance(e, ValueError) and "pairs survive" in str(e) for e in out.values())
+    listed = extraction.persona_vectors(tiny, [toy, other], ScriptedJudge(pos=10), on_error="return", **kw)
+    assert all(isinstance(e, ValueError) for e in listed.values())
+    with pytest.raises(ValueError, match="trait 'toy': only 0 of 3 pairs survive"):
+        extraction.persona_vectors(tiny, [toy, other], ScriptedJudge(pos=10), **kw)
+    with pytest.raises(ValueError, match="on_error must be"):
+        extraction.persona_vectors(tiny, [toy], ScriptedJudge(), on_error="ignore")
+
+
+def test_persona_vectors_caches_where_persona_vector_looks(tiny, tmp_cache, monkeypatch):
+    toy, other = _two_traits()
+    judge = ScriptedJudge()
+    vecs = extraction.persona_vectors(tiny, [toy, other], judge, max_new_tokens=4, escalate_below=2)
+    assert all(v.meta["n_kept"] == 3 for v in vecs.values())
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a cached vector was generated again")
+
+    monkeypatch.setattr(extraction, "generate", no_generation)
+    again = extraction.persona_vector(tiny, other, judge, max_new_tokens=4, escalate_below=2)
+    torch.testing.assert_close(again.vectors, vecs["other"].vectors)
+    both = extraction.persona_vectors(tiny, [other, toy], judge, max_new_tokens=4, escalate_below=2)
+    assert list(both) == ["other", "toy"]
+    with pytest.raises(ValueError, match="each trait may appear once"):
+        extraction.persona_vectors(tiny, [toy, toy], judge, max_new_tokens=4)
+    with pytest.raises(TypeError, match="use persona_vector"):
+        extraction.persona_vectors(tiny, "toy", judge)
+
+
+HOLDER = """
+import sys, time
+from personalab._io import cache_lock
+with cache_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(2)
+"""
+
+
+def test_persona_vectors_leaves_an_entry_another_process_holds_for_last(tiny, tmp_cache, monkeypatch):
+    """Side by side with a process building one of the vectors, the others are built first
+    (without waiting), then the held one is waited for."""
+    import subprocess
+    import sys
+    import time
+
+    toy, other = _two_traits()
+    judge = ScriptedJudge()
+    kw = dict(max_new_tokens=4, escalate_below=2)
+    held = extraction._vector_path(tiny, toy, judge, kw)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(held)], stdout=subprocess.PIPE, text=True, env={**os.environ}
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    locked_at = time.perf_counter()  # the holder lets go 2 s after saying "locked"
+    order = []
+    real = extraction.extract_persona_vectors
+
+    def recording(model, traits, judge, **kwargs):
+        order.append(([t.name for t in traits], time.perf_counter() - locked_at))
+        return real(model, traits, judge, **kwargs)
+
+    monkeypatch.setattr(extraction, "extract_persona_vectors", recording)
+    vecs = extraction.persona_vectors(tiny, [toy, other], judge, **kw)
+    holder.wait(timeout=30)
+    assert [names for names, _ in order] == [["other"], ["toy"]]
+    assert order[0][1] < 1.5 < order[1][1]  # other at once, while toy was held; toy once it was let go
+    assert set(vecs) == {"toy", "other"} and held.with_name(held.name + ".json").is_file()
