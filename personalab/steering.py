@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -462,6 +464,51 @@ def sweep(
     accuracy on the capability items under the same steering (None unless asked).
     All points are answered in one batched generation (``RowSteering``) and judged in
     one call; coefficient 0 is the same model at every layer, so it is answered once.
+    ``sweep_many`` does the same for several traits with one generation.
+    """
+    job = SweepJob(trait, vector, layers, questions)
+    return sweep_many(
+        model,
+        [job],
+        judge,
+        coefs=coefs,
+        system=system,
+        capability=capability,
+        max_new_tokens=max_new_tokens,
+        coef_mode=coef_mode,
+        progress=progress,
+    )[0]
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One trait's part of ``sweep_many``: its vector, the layers to steer, its questions
+    (None: the trait's evaluation questions)."""
+
+    trait: Any
+    vector: PersonaVector
+    layers: Iterable[int]
+    questions: list[str] | None = None
+
+
+def sweep_many(
+    model,
+    jobs: Sequence[SweepJob],
+    judge,
+    *,
+    coefs: Iterable[float],
+    system: str | None = None,
+    capability: bool = False,
+    max_new_tokens: int = 48,
+    coef_mode: CoefMode = "norm",
+    progress: bool = True,
+) -> list[list[dict]]:
+    """``sweep`` for several traits at once: one list of rows per job, in order.
+
+    Every job's points go to one ``generate`` call (``RowSteering`` gives each row its own
+    vector, layer and coefficient), so a few traits of a few points each fill batches that
+    one trait alone would leave small; each trait is then judged, and checked for
+    capability, as ``sweep`` does. With one job this is ``sweep``'s very generation.
     """
     from tqdm.auto import tqdm
 
@@ -469,42 +516,59 @@ def sweep(
     from personalab.judges import repetition_rate
     from personalab.prompting import chat_prompt, generate
 
-    questions = _questions(questions, trait)
-    layers = [check_layer(model, layer, allow_embeddings=False) for layer in _layer_tuple(layers)]
+    jobs = list(jobs)
+    if not jobs or not all(isinstance(j, SweepJob) for j in jobs):
+        raise TypeError("jobs must be a non-empty list of SweepJob(trait, vector, layers, questions)")
     coefs = [finite_real(c, "coef") for c in coefs]
-    if not layers or not coefs:
-        raise ValueError(f"sweep() needs at least one layer and one coefficient, got {len(layers)} and {len(coefs)}")
-    grid = [(layer, c) for layer in layers for c in coefs]
-    points = list(dict.fromkeys((None if c == 0 else (layer, c)) for layer, c in grid))  # unique, in order
-    prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
-    specs = [None if p is None else (vector, *p) for p in points for _ in questions]
+    plans = []
+    for job in jobs:
+        questions = _questions(job.questions, job.trait)
+        layers = [check_layer(model, layer, allow_embeddings=False) for layer in _layer_tuple(job.layers)]
+        if not layers or not coefs:
+            raise ValueError(
+                f"sweep() needs at least one layer and one coefficient, got {len(layers)} and {len(coefs)}"
+            )
+        grid = [(layer, c) for layer in layers for c in coefs]
+        points = list(dict.fromkeys((None if c == 0 else (layer, c)) for layer, c in grid))  # unique, in order
+        plans.append((job, questions, grid, points))
+    prompts, specs = [], []
+    for job, questions, _, points in plans:
+        prompts += [chat_prompt(model.tokenizer, q, system) for q in questions] * len(points)
+        specs += [None if p is None else (job.vector, *p) for p in points for _ in questions]
+    names = ", ".join(getattr(job.trait, "name", "?") for job in jobs)
     answers = generate(
         model,
-        prompts * len(points),
+        prompts,
         max_new_tokens=max_new_tokens,
-        desc=f"sweep {trait.name}",
+        desc=f"sweep {names}",
         interventions=[RowSteering(model, specs, coef_mode)],
         progress=progress,
     )
-    scores = judge.score(trait, questions * len(points), answers)
-    n = len(questions)
-    measured = {}
-    for k, point in enumerate(tqdm(points, desc=f"capability {trait.name}", disable=not (progress and capability))):
-        ans, sc = answers[k * n : (k + 1) * n], scores[k * n : (k + 1) * n]
-        cap = None
-        if capability and point is None:
-            cap = capability_score(model)  # remembered after the first call
-        elif capability:
-            with steer(model, vector, point[0], point[1], coef_mode=coef_mode):
-                cap = capability_score(model)
-        measured[point] = {
-            "trait": _mean([s.trait for s in sc]),
-            "coherence": _mean([s.coherence for s in sc]),
-            "repetition": _mean([repetition_rate(a) for a in ans]),
-            "capability": cap,
-            "answers": ans,
-        }
-    return [{"layer": layer, "coef": c, **measured[None if c == 0 else (layer, c)]} for layer, c in grid]
+    out, start = [], 0
+    for job, questions, grid, points in plans:
+        n = len(questions)
+        mine = answers[start : start + n * len(points)]
+        start += n * len(points)
+        scores = judge.score(job.trait, questions * len(points), mine)
+        measured = {}
+        desc = f"capability {getattr(job.trait, 'name', '?')}"
+        for k, point in enumerate(tqdm(points, desc=desc, disable=not (progress and capability))):
+            ans, sc = mine[k * n : (k + 1) * n], scores[k * n : (k + 1) * n]
+            cap = None
+            if capability and point is None:
+                cap = capability_score(model)  # remembered after the first call
+            elif capability:
+                with steer(model, job.vector, point[0], point[1], coef_mode=coef_mode):
+                    cap = capability_score(model)
+            measured[point] = {
+                "trait": _mean([s.trait for s in sc]),
+                "coherence": _mean([s.coherence for s in sc]),
+                "repetition": _mean([repetition_rate(a) for a in ans]),
+                "capability": cap,
+                "answers": ans,
+            }
+        out.append([{"layer": layer, "coef": c, **measured[None if c == 0 else (layer, c)]} for layer, c in grid])
+    return out
 
 
 def steering_null(
@@ -627,11 +691,22 @@ def choose_steering_layer(
     not report on (e.g. the trait's extraction questions) so the layer is not picked on
     the test set. Returns ``{"layer", "from_scan", "rows"}``: when no layer stays coherent
     at ``coef``, ``layer`` falls back to the vector's default layer (chapter 2's
-    diagnostics) and ``from_scan`` is False.
+    diagnostics) and ``from_scan`` is False. ``choose_steering_layers`` scans several
+    traits with one generation.
     """
-    rows = sweep(model, trait, vector, judge, layers=layers, coefs=[coef], questions=questions, **kwargs)
-    best = best_setting(rows)
-    return {"layer": best["layer"] if best else vector.default_layer, "from_scan": best is not None, "rows": rows}
+    job = SweepJob(trait, vector, layers, questions)
+    return choose_steering_layers(model, [job], judge, coef=coef, **kwargs)[0]
+
+
+def choose_steering_layers(model, jobs: Sequence[SweepJob], judge, *, coef: float = 0.3, **kwargs) -> list[dict]:
+    """``choose_steering_layer`` for several traits (one ``SweepJob`` each, its ``layers`` the
+    ones to scan), their scans answered in one generation (``sweep_many``)."""
+    picks = []
+    for job, rows in zip(jobs, sweep_many(model, jobs, judge, coefs=[coef], **kwargs), strict=True):
+        best = best_setting(rows)
+        layer = best["layer"] if best else job.vector.default_layer
+        picks.append({"layer": layer, "from_scan": best is not None, "rows": rows})
+    return picks
 
 
 def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict:

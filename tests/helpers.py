@@ -29,3 +29,16 @@ def toy_trait_dict(**changes):
 
 # A chapter source that calls one of these makes a figure: its page must show one.
 PLOT_CALL = r"\bplot_\w+\(|plt\.show\(\)|\.figure\b"
+
+
+def count_generate(monkeypatch, module) -> list[list[str]]:
+    """Record the prompts of each ``generate`` call made through ``module`` (the calls still run)."""
+    calls: list[list[str]] = []
+    real = module.generate
+
+    def counting(model, prompts, **kw):
+        calls.append(list(prompts))
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(module, "generate", counting)
+    return calls

@@ -7,7 +7,7 @@ from personalab import activations, extraction
 from personalab.judges import JudgeScore
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
-from tests.helpers import toy_trait_dict
+from tests.helpers import count_generate, toy_trait_dict
 
 
 class ScriptedJudge:
@@ -271,24 +271,11 @@ def _two_traits():
     return toy, other
 
 
-def _counting_generate(monkeypatch):
-    """Record each ``generate`` call's prompts in extraction (the calls still run)."""
-    calls = []
-    real = extraction.generate
-
-    def counting(model, prompts, **kw):
-        calls.append(list(prompts))
-        return real(model, prompts, **kw)
-
-    monkeypatch.setattr(extraction, "generate", counting)
-    return calls
-
-
 def test_generate_contrastive_many_is_one_call_with_each_traits_prompts(tiny, tmp_cache, monkeypatch):
     """Several traits share one ``generate`` call; each set holds exactly the pairs
     ``generate_contrastive`` builds for its trait, and one trait is that very call."""
     toy, other = _two_traits()
-    calls = _counting_generate(monkeypatch)
+    calls = count_generate(monkeypatch, extraction)
     sets = extraction.generate_contrastive_many(tiny, [toy, other], max_new_tokens=3)
     assert len(calls) == 1 and len(calls[0]) == 2 * 2 * 3
     alone = [extraction.generate_contrastive(tiny, t, max_new_tokens=3) for t in (toy, other)]
@@ -309,7 +296,7 @@ def test_extract_persona_vectors_escalates_every_short_trait_in_one_call(tiny, t
     vector is what the one-trait method gives (the first trait's first round fails the
     filter, so it keeps 12 of 15 pairs; the second keeps all 15)."""
     toy, other = _two_traits()
-    calls = _counting_generate(monkeypatch)
+    calls = count_generate(monkeypatch, extraction)
     vecs = extraction.extract_persona_vectors(tiny, [toy, other], FirstCallFailsJudge(), max_new_tokens=4)
     assert [len(c) for c in calls] == [2 * 2 * 3, 2 * 2 * 12]
     assert [vecs[n].meta["n_kept"] for n in ("toy", "other")] == [12, 15]
@@ -392,3 +379,28 @@ def test_persona_vectors_leaves_an_entry_another_process_holds_for_last(tiny, tm
     assert [names for names, _ in order] == [["other"], ["toy"]]
     assert order[0][1] < 1.5 < order[1][1]  # other at once, while toy was held; toy once it was let go
     assert set(vecs) == {"toy", "other"} and held.with_name(held.name + ".json").is_file()
+
+
+class AlternatingJudge:
+    """Trait 90 for every p+ answer and 10 for every p- one, by call order (p+ is judged first)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, trait, questions, answers):
+        self.calls += 1
+        return [JudgeScore(90.0 if self.calls % 2 else 10.0 + i, 80.0) for i in range(len(answers))]
+
+
+def test_trait_effect_sizes_share_one_generation(tiny, tmp_cache, monkeypatch):
+    """Cohen's d of p+ vs p- per trait, both traits' evaluation pairs answered in one call."""
+    toy, other = _two_traits()
+    calls = count_generate(monkeypatch, extraction)
+    out = extraction.trait_effect_sizes(tiny, iter([toy, other]), AlternatingJudge(), max_new_tokens=3)
+    assert [len(c) for c in calls] == [2 * 2 * 2]  # 2 evaluation questions per trait, p+ and p-
+    for name in ("toy", "other"):
+        r = out[name]
+        assert r["n"] == 2 and r["mean_pos"] == 90 and r["mean_neg"] == 10.5 and r["d"] > 10
+        assert r["cset"].settings["split"] == "evaluation"
+    one = extraction.trait_effect_size(tiny, toy, AlternatingJudge(), max_new_tokens=3)
+    assert one["d"] == out["toy"]["d"] and calls[-1] == calls[0][:4]  # alone: toy's own prompts

@@ -8,6 +8,7 @@ from personalab.models import check_layer, generation_precision
 from personalab.prompting import chat_prompt, generate
 from personalab.steering import steer
 from personalab.vectors import PersonaVector, VectorMismatchError
+from tests.helpers import count_generate
 
 
 def _vec(tiny, scale=3.0):
@@ -170,6 +171,31 @@ def test_sweep_points_equal_one_steer_block_each(tiny, tmp_cache):
     assert len({tuple(r["answers"]) for r in rows}) > 2  # the steering really changed answers
 
 
+def test_sweep_many_is_one_generation_giving_each_trait_its_own_sweep(tiny, tmp_cache, monkeypatch):
+    """Two traits' sweeps share one generate call; each trait's rows are the ones its own
+    ``sweep`` gives (same answers, judged with its own trait)."""
+    from personalab import prompting, traits
+    from personalab.steering import SweepJob, choose_steering_layers, sweep, sweep_many
+
+    sad, pirate = traits.load("sad"), traits.load("pirate")
+    vec, other = _vec(tiny), _vec(tiny, scale=2.0)
+    vec.meta["default_layer"] = other.meta["default_layer"] = 1
+    jobs = [SweepJob(sad, vec, [1, 3], ["Hi?", "How are you?"]), SweepJob(pirate, other, [2], ["Why?"])]
+    calls = count_generate(monkeypatch, prompting)
+    kw = dict(coefs=[0, 0.5], max_new_tokens=4, progress=False)
+    judge = _CountingJudge()
+    both = sweep_many(tiny, jobs, judge, **kw)
+    assert [len(c) for c in calls] == [2 * 3 + 1 * 2] and judge.calls == 2  # one generation; each trait judged once
+    for job, rows in zip(jobs, both, strict=True):
+        alone = sweep(tiny, job.trait, job.vector, _CountingJudge(), layers=job.layers, questions=job.questions, **kw)
+        assert [(r["layer"], r["coef"]) for r in rows] == [(r["layer"], r["coef"]) for r in alone]
+        assert [r["answers"] for r in rows] == [r["answers"] for r in alone]
+    picks = choose_steering_layers(tiny, jobs, judge, coef=0.5, max_new_tokens=4, progress=False)
+    assert [p["layer"] in job.layers or not p["from_scan"] for p, job in zip(picks, jobs)] == [True, True]
+    with pytest.raises(TypeError, match="SweepJob"):
+        sweep_many(tiny, [(sad, vec, [1], None)], judge, coefs=[0.5])
+
+
 def test_row_steering_matches_forward_hook_per_row(tiny, tmp_cache):
     """Row i of one batch gets its own shift at its own layer, as a per-row forward hook does."""
     from personalab.steering import RowSteering
@@ -232,14 +258,17 @@ def test_choose_steering_layer_picks_the_most_trait_among_coherent_layers(tiny, 
 
     fake = {1: (70.0, 80.0, 0.0), 2: (90.0, 30.0, 0.0), 3: (60.0, 80.0, 0.0)}  # layer 2 is incoherent
 
-    def fake_sweep(model, trait, vector, judge, *, layers, coefs, questions=None, **kw):
+    def fake_sweep_many(model, jobs, judge, *, coefs, **kw):
         assert list(coefs) == [0.25]
         return [
-            {"layer": L, "coef": 0.25, "trait": fake[L][0], "coherence": fake[L][1], "repetition": fake[L][2]}
-            for L in layers
+            [
+                {"layer": L, "coef": 0.25, "trait": fake[L][0], "coherence": fake[L][1], "repetition": fake[L][2]}
+                for L in job.layers
+            ]
+            for job in jobs
         ]
 
-    monkeypatch.setattr(steering, "sweep", fake_sweep)
+    monkeypatch.setattr(steering, "sweep_many", fake_sweep_many)
     vec = _vec(tiny)
     vec.meta["default_layer"] = 3
     pick = steering.choose_steering_layer(tiny, None, vec, None, layers=[1, 2, 3], coef=0.25)
