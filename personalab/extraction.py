@@ -452,20 +452,32 @@ def _heldout_check(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict | N
 
 
 def trait_effect_size(model, trait: Trait, judge: Judge, *, split: QuestionSplit = "evaluation", **gen_kwargs) -> dict:
-    """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers."""
+    """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers.
+
+    Returns ``{"d", "mean_pos", "mean_neg", "n", "cset"}``; ``trait_effect_sizes`` measures
+    several traits with one generation."""
+    return trait_effect_sizes(model, [trait], judge, split=split, **gen_kwargs)[trait.name]
+
+
+def trait_effect_sizes(
+    model, traits: Sequence[Trait], judge: Judge, *, split: QuestionSplit = "evaluation", **gen_kwargs
+) -> dict[str, dict]:
+    """``trait_effect_size`` for each trait, every trait's pairs answered in one generation
+    (``generate_contrastive_many``: fuller batches)."""
     from personalab.stats import cohens_d
 
-    cset = judge_contrastive(
-        generate_contrastive(model, trait, split=split, **gen_kwargs), trait, judge, coherence=False
-    )
-    pos, neg = cset.trait_scores(True), cset.trait_scores(False)
-    return {
-        "d": cohens_d(pos, neg),
-        "mean_pos": pos.nanmean().item(),
-        "mean_neg": neg.nanmean().item(),
-        "n": len(cset),
-        "cset": cset,
-    }
+    traits, out = list(traits), {}
+    for trait, cset in zip(traits, generate_contrastive_many(model, traits, split=split, **gen_kwargs), strict=True):
+        judge_contrastive(cset, trait, judge, coherence=False)
+        pos, neg = cset.trait_scores(True), cset.trait_scores(False)
+        out[trait.name] = {
+            "d": cohens_d(pos, neg),
+            "mean_pos": pos.nanmean().item(),
+            "mean_neg": neg.nanmean().item(),
+            "n": len(cset),
+            "cset": cset,
+        }
+    return out
 
 
 def persona_vector(
