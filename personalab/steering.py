@@ -598,37 +598,100 @@ def steering_null(
     questions (gains are paired per question). Returns ``{"gain": stats.null_summary
     dict, "rows": [...]}`` where each row gives trait, coherence and repetition of one
     condition, so the price of every direction is visible next to its gain.
+    ``steering_nulls`` runs the control for several traits with one generation.
     """
-    from personalab.judges import repetition_rate
-    from personalab.prompting import chat_prompt, generate
-    from personalab.stats import bootstrap_ci, null_summary
+    job = NullJob(trait, vector, layer, coef, questions, unsteered, steered)
+    return steering_nulls(
+        model, [job], judge, n_random=n_random, system=system, max_new_tokens=max_new_tokens, seed=seed, n_boot=n_boot
+    )[0]
 
-    questions = _questions(questions, trait)
-    layer = check_layer(model, layer, allow_embeddings=False)
-    coef = finite_real(coef, "coef")
-    conditions = [("unsteered", None), ("persona vector", vector)]
-    conditions += [(f"random {k}", r) for k, r in enumerate(random_directions_like(vector, n_random, seed=seed))]
-    given = {0: unsteered, 1: steered}
+
+@dataclass(frozen=True)
+class NullJob:
+    """One trait's part of ``steering_nulls``: the point to test (vector, layer, coef), its
+    questions (None: the trait's evaluation questions) and any answers already generated."""
+
+    trait: Any
+    vector: PersonaVector
+    layer: int
+    coef: float
+    questions: list[str] | None = None
+    unsteered: Sequence[str] | None = None
+    steered: Sequence[str] | None = None
+
+
+def steering_nulls(
+    model,
+    jobs: Sequence[NullJob],
+    judge,
+    *,
+    n_random: int = 5,
+    system: str | None = None,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> list[dict]:
+    """``steering_null`` for several traits: every trait's conditions still to answer go to
+    one ``generate`` call (``RowSteering``), then each trait is judged and summarised as
+    ``steering_null`` does. One result per job, in order."""
+    from personalab.prompting import chat_prompt, generate
+
+    jobs = list(jobs)
+    if not jobs or not all(isinstance(j, NullJob) for j in jobs):
+        raise TypeError("jobs must be a non-empty list of NullJob(trait, vector, layer, coef, ...)")
+    plans = [_null_plan(model, job, n_random, seed) for job in jobs]
+    prompts: list[str] = []
+    specs: list[tuple[PersonaVector, int, float] | None] = []
+    for plan in plans:
+        for k in plan["todo"]:
+            direction = plan["conditions"][k][1]
+            spec = None if direction is None else (direction, plan["layer"], plan["coef"])
+            prompts += [chat_prompt(model.tokenizer, q, system) for q in plan["questions"]]
+            specs += [spec] * len(plan["questions"])
+    new = generate(
+        model, prompts, max_new_tokens=max_new_tokens, progress=False, interventions=[RowSteering(model, specs)]
+    )
+    out, start = [], 0
+    for job, plan in zip(jobs, plans, strict=True):
+        n = len(plan["questions"]) * len(plan["todo"])
+        out.append(_null_measure(job, plan, new[start : start + n], judge, n_boot, seed))
+        start += n
+    return out
+
+
+def _null_plan(model, job: NullJob, n_random: int, seed: int) -> dict:
+    """The conditions of one trait's control (unsteered, its vector, random directions of the
+    same norm) and which of them still need answers."""
+    questions = _questions(job.questions, job.trait)
+    layer = check_layer(model, job.layer, allow_embeddings=False)
+    coef = finite_real(job.coef, "coef")
+    conditions = [("unsteered", None), ("persona vector", job.vector)]
+    conditions += [(f"random {k}", r) for k, r in enumerate(random_directions_like(job.vector, n_random, seed=seed))]
+    given = {0: job.unsteered, 1: job.steered}
     for k, ans in given.items():
         if ans is not None and len(ans) != len(questions):
             raise ValueError(f"{len(ans)} {conditions[k][0]} answers for {len(questions)} questions")
     todo = [k for k in range(len(conditions)) if given.get(k) is None]
-    prompts = [chat_prompt(model.tokenizer, q, system) for q in questions]
-    specs: list[tuple[PersonaVector, int, float] | None] = []
-    for k in todo:
-        direction = conditions[k][1]
-        specs += [None if direction is None else (direction, layer, coef)] * len(questions)
-    new = generate(
-        model,
-        prompts * len(todo),
-        max_new_tokens=max_new_tokens,
-        progress=False,
-        interventions=[RowSteering(model, specs)],
-    )
+    return {
+        "questions": questions,
+        "layer": layer,
+        "coef": coef,
+        "conditions": conditions,
+        "given": given,
+        "todo": todo,
+    }
+
+
+def _null_measure(job: NullJob, plan: dict, new: list[str], judge, n_boot: int, seed: int) -> dict:
+    """Judge one trait's conditions and summarise its gain against the random directions'."""
+    from personalab.judges import repetition_rate
+    from personalab.stats import bootstrap_ci, null_summary
+
+    questions, conditions, given = plan["questions"], plan["conditions"], plan["given"]
     n = len(questions)
-    by_condition = {k: new[j * n : (j + 1) * n] for j, k in enumerate(todo)}
+    by_condition = {k: new[j * n : (j + 1) * n] for j, k in enumerate(plan["todo"])}
     answers = [a for k in range(len(conditions)) for a in (by_condition.get(k) or list(given[k] or []))]
-    scores = judge.score(trait, questions * len(conditions), answers)
+    scores = judge.score(job.trait, questions * len(conditions), answers)
     trait_of = [
         [s.trait if s.trait is not None else float("nan") for s in scores[k * n : (k + 1) * n]]
         for k in range(len(conditions))
@@ -653,8 +716,8 @@ def steering_null(
     return {
         "gain": null_summary(gain(1, every), [gain(k, every) for k in range(2, len(conditions))], ci),
         "rows": rows,
-        "layer": layer,
-        "coef": coef,
+        "layer": plan["layer"],
+        "coef": plan["coef"],
     }
 
 

@@ -266,8 +266,13 @@ def test_persona_vector_cache_is_keyed_by_the_pipeline_version(tiny, tmp_cache, 
 
 
 def _two_traits():
+    """The toy trait and one with its own questions (so a mix-up of the two traits' answers shows)."""
     toy = Trait.from_dict(toy_trait_dict())
-    other = Trait.from_dict({**toy_trait_dict(), "name": "other"})
+    questions = {
+        "extraction": ["Name a colour.", "Count to three, please.", "What do cows eat?"],
+        "evaluation": ["Is it raining?", "Who wrote Hamlet?"],
+    }
+    other = Trait.from_dict({**toy_trait_dict(), "name": "other", "questions": questions})
     return toy, other
 
 
@@ -283,7 +288,7 @@ def test_generate_contrastive_many_is_one_call_with_each_traits_prompts(tiny, tm
     for s, a in zip(sets, alone, strict=True):
         assert (s.trait, s.questions, s.instruction) == (a.trait, a.questions, a.instruction)
         assert (s.prompts_pos, s.prompts_neg, s.settings) == (a.prompts_pos, a.prompts_neg, a.settings)
-        assert len(s.answers_pos) == len(s.answers_neg) == 3
+        assert (s.answers_pos, s.answers_neg) == (a.answers_pos, a.answers_neg)  # each answer back with its pair
     assert calls[0] == alone[0].prompts_pos + alone[0].prompts_neg + alone[1].prompts_pos + alone[1].prompts_neg
     with pytest.raises(ValueError, match="each trait may appear once"):
         extraction.generate_contrastive_many(tiny, [toy, toy], max_new_tokens=3)

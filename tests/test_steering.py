@@ -288,6 +288,42 @@ def test_generate_keeps_prompt_order_and_rebuilds_bad_cache_entries(tiny, tmp_ca
     assert generate(tiny, prompts, max_new_tokens=4, batch_size=2) == first
 
 
+def test_steering_nulls_share_one_generation_and_match_one_trait_at_a_time(tiny, tmp_cache, monkeypatch):
+    """Two traits' controls: one generate call for every condition still unanswered (here the
+    second trait brings its unsteered and steered answers), each result the one-trait result."""
+    from personalab import prompting, traits
+    from personalab.steering import NullJob, steering_null, steering_nulls
+
+    vec, other = _vec(tiny), _vec(tiny, scale=2.0)
+    qs = ["Hi?", "How are you?"]
+    jobs = [
+        NullJob(traits.load("sad"), vec, 2, 1.0, qs),
+        NullJob(traits.load("pirate"), other, 1, 0.5, ["Why?", "Who?"], unsteered=["a", "b"], steered=["bb", "c"]),
+    ]
+    calls = count_generate(monkeypatch, prompting)
+    kw = dict(n_random=2, max_new_tokens=4, n_boot=50)
+    both = steering_nulls(tiny, jobs, _CountingJudge(), **kw)
+    assert [len(c) for c in calls] == [2 * (2 + 2) + 2 * 2]  # sad: 4 conditions x 2 questions; pirate: 2 randoms
+    for job, res in zip(jobs, both, strict=True):
+        alone = steering_null(
+            tiny,
+            job.trait,
+            job.vector,
+            _CountingJudge(),
+            layer=job.layer,
+            coef=job.coef,
+            questions=job.questions,
+            unsteered=job.unsteered,
+            steered=job.steered,
+            **kw,
+        )
+        assert [r["answers"] for r in res["rows"]] == [r["answers"] for r in alone["rows"]]
+        assert res["gain"] == alone["gain"] and (res["layer"], res["coef"]) == (job.layer, job.coef)
+    assert both[1]["rows"][1]["answers"] == ["bb", "c"]
+    with pytest.raises(TypeError, match="NullJob"):
+        steering_nulls(tiny, [], _CountingJudge())
+
+
 def test_steering_null_compares_with_random_directions_of_the_same_norm(tiny, tmp_cache):
     from personalab import traits
     from personalab.steering import steering_null
