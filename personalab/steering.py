@@ -772,6 +772,41 @@ def choose_steering_layers(model, jobs: Sequence[SweepJob], judge, *, coef: floa
     return picks
 
 
+def choose_steering_coefs(
+    model,
+    jobs: Sequence[SweepJob],
+    judge,
+    *,
+    coefs: Iterable[float],
+    fallback: float,
+    answered: Sequence[list[dict]] | None = None,
+    **kwargs,
+) -> list[dict]:
+    """Which coefficient to test each trait at: the most trait while coherent (``best_setting``).
+
+    Each job names one layer (e.g. the one ``choose_steering_layers`` chose) and questions
+    you will not report on; its ``coefs`` are answered in one generation (``sweep_many``)
+    and compete with any rows already answered at that layer (``answered[i]``, e.g. the
+    layer scan's rows), so the choice is made before the evaluation questions are seen.
+    Returns ``{"coef", "from_scan", "rows"}`` per job; ``coef`` is ``fallback`` and
+    ``from_scan`` False when no point stays coherent.
+    """
+    jobs = list(jobs)
+    answered = [[] for _ in jobs] if answered is None else list(answered)
+    if len(answered) != len(jobs):
+        raise ValueError(f"answered needs one list of rows per job: {len(answered)} for {len(jobs)} jobs")
+    fallback = finite_real(fallback, "fallback")
+    for job in jobs:
+        if len(set(_layer_tuple(job.layers))) != 1:
+            raise ValueError(f"choose_steering_coefs needs one layer per job, got {job.layers!r}")
+    picks = []
+    for rows, known in zip(sweep_many(model, jobs, judge, coefs=coefs, **kwargs), answered, strict=True):
+        rows = rows + [r for r in known if r["layer"] == rows[0]["layer"]]
+        best = best_setting(rows)
+        picks.append({"coef": best["coef"] if best else fallback, "from_scan": best is not None, "rows": rows})
+    return picks
+
+
 def curve_summary(rows: list[dict], *, min_coherence: float = 50, max_repetition: float = 0.1) -> dict:
     """For a coefficient curve at one layer: is the trait monotonic over the coherent range, and the gain.
 

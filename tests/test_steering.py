@@ -277,6 +277,41 @@ def test_choose_steering_layer_picks_the_most_trait_among_coherent_layers(tiny, 
     assert pick["layer"] == vec.default_layer == 3 and not pick["from_scan"]  # none coherent: chapter 2's layer
 
 
+def test_choose_steering_coefs_picks_among_new_and_answered_points(tiny, tmp_cache, monkeypatch):
+    """The most trait among coherent points: the new coefficients and the rows already answered at
+    the job's layer (rows at other layers do not count); the fallback when none is coherent."""
+    from personalab import steering
+    from personalab.steering import SweepJob
+
+    fake = {0.05: (40.0, 80.0), 0.1: (90.0, 20.0)}  # 0.1 is incoherent
+
+    def fake_sweep_many(model, jobs, judge, *, coefs, **kw):
+        return [
+            [
+                {"layer": list(j.layers)[0], "coef": c, "trait": fake[c][0], "coherence": fake[c][1], "repetition": 0.0}
+                for c in coefs
+            ]
+            for j in jobs
+        ]
+
+    monkeypatch.setattr(steering, "sweep_many", fake_sweep_many)
+    vec = _vec(tiny)
+    scan = [
+        {"layer": 2, "coef": 0.3, "trait": 60.0, "coherence": 70.0, "repetition": 0.0},
+        {"layer": 3, "coef": 0.3, "trait": 99.0, "coherence": 90.0, "repetition": 0.0},  # another layer
+    ]
+    jobs = [SweepJob(None, vec, [2]), SweepJob(None, vec, [3])]
+    picks = steering.choose_steering_coefs(tiny, jobs, None, coefs=[0.05, 0.1], fallback=0.3, answered=[scan, []])
+    assert [p["coef"] for p in picks] == [0.3, 0.05] and all(p["from_scan"] for p in picks)
+    assert [r["coef"] for r in picks[0]["rows"]] == [0.05, 0.1, 0.3]
+    none = steering.choose_steering_coefs(tiny, jobs[:1], None, coefs=[0.1], fallback=0.2)
+    assert none[0]["coef"] == 0.2 and not none[0]["from_scan"]
+    with pytest.raises(ValueError, match="one layer per job"):
+        steering.choose_steering_coefs(tiny, [SweepJob(None, vec, [1, 2])], None, coefs=[0.1], fallback=0.3)
+    with pytest.raises(ValueError, match="one list of rows per job"):
+        steering.choose_steering_coefs(tiny, jobs, None, coefs=[0.1], fallback=0.3, answered=[scan])
+
+
 def test_generate_keeps_prompt_order_and_rebuilds_bad_cache_entries(tiny, tmp_cache):
     """Prompts are batched by length, answers come back in the caller's order; a cache entry of
     the wrong shape is regenerated, not returned."""
