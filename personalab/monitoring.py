@@ -11,6 +11,9 @@
   prompts x questions, last-prompt projection against the judged trait of the answer —
   with ``r_by_layer`` to repeat it at other layers and ``response_threshold`` to pick a
   Monitor threshold from measured answers.
+* ``monitoring_null`` and ``alert_null``: the same readings for random directions of the
+  vector's norm (each alert direction with its own calibrated threshold), so a
+  correlation or an alert is credited to the vector only where it beats them.
 """
 
 from __future__ import annotations
@@ -241,7 +244,13 @@ def response_threshold(
     The midpoint between the mean response-token projection of ``experiment``'s answers
     under graded prompt ``low`` and under ``high`` (one forward pass over those answers).
     """
-    unit = vector.unit(check_layer(model, layer))
+    return _response_thresholds(model, experiment, vector.unit(check_layer(model, layer))[None], layer, low, high)[0]
+
+
+def _response_thresholds(
+    model, experiment: dict, units: torch.Tensor, layer: int, low: int = 0, high: int = 7
+) -> list[float]:
+    """``response_threshold`` for each row of ``units`` ([k, d] unit directions): one pass, k thresholds."""
     means = []
     for lev in (low, high):
         idx = [i for i, lv in enumerate(experiment["levels"]) if lv == lev and experiment["answers"][i]]
@@ -254,8 +263,84 @@ def response_threshold(
             upto=layer,
             desc=f"calibrate {lev}",
         )
-        means.append(project(acts["response"][:, layer], unit).mean().item())
-    return (means[0] + means[1]) / 2
+        means.append((acts["response"][:, layer].float() @ units.float().T).mean(0))  # [k]
+    return ((means[0] + means[1]) / 2).tolist()
+
+
+def rolling_alerts(
+    projections: torch.Tensor, thresholds: Sequence[float] | torch.Tensor, window: int = 4
+) -> list[bool]:
+    """For ``projections`` ``[n_tokens, k]`` (one column per direction), whether ``first_alert``
+    would fire in each column at its own threshold: the same rule, computed for all columns at once."""
+    window = positive_int(window, "window")
+    x = torch.as_tensor(projections, dtype=torch.float64)
+    thr = torch.as_tensor(thresholds, dtype=torch.float64)
+    if x.dim() != 2 or thr.shape != (x.shape[1],):
+        raise ValueError(
+            f"projections must be [n_tokens, k] and thresholds k values, got {tuple(x.shape)} and {tuple(thr.shape)}"
+        )
+    fired = torch.zeros(x.shape[1], dtype=torch.bool)
+    for t in range(x.shape[0]):  # the same slices and means as first_alert, every column at once
+        fired |= x[max(0, t - window + 1) : t + 1].mean(0) > thr
+    return fired.tolist()
+
+
+def alert_null(
+    model,
+    vector: PersonaVector,
+    layer: int,
+    experiment: dict,
+    prompts: Sequence[str],
+    eliciting: Sequence[bool],
+    *,
+    groups: Sequence[str] | None = None,
+    window: int = 4,
+    n_random: int = 200,
+    seed: int = 0,
+    n_boot: int = 1000,
+    max_new_tokens: int = 48,
+) -> dict:
+    """Do the Monitor's alerts tell eliciting prompts from suppressing ones better than random directions?
+
+    One monitored greedy generation of ``prompts`` reads, at ``layer``, the projection on
+    the persona vector and on ``n_random`` random directions of the same norm
+    (``random_directions_like``). Every direction gets its own threshold, calibrated on
+    ``experiment`` the way ``response_threshold`` calibrates the vector's, and alerts by the
+    Monitor's rule (``rolling_alerts``, ``window`` tokens). The score is the alerts'
+    accuracy: the share of answers that alerted exactly when their prompt is eliciting
+    (``eliciting[i]``). The vector's accuracy gets a bootstrap 95 % interval over
+    ``groups`` (e.g. the question of each prompt: both prompts of a question are drawn
+    together; default: each prompt alone). Returns ``stats.null_summary``'s dict
+    (``value, ci_low, ci_high, null_p95, percentile``) plus ``alerts`` (the vector's, per
+    prompt), ``threshold`` (the vector's) and ``n``.
+    """
+    from personalab.stats import grouped_bootstrap_ci, null_summary
+    from personalab.vectors import random_directions_like
+
+    prompts = text_list(prompts, "prompts")
+    eliciting = [bool(e) for e in eliciting]
+    if len(eliciting) != len(prompts):
+        raise ValueError(f"eliciting needs one flag per prompt: {len(eliciting)} for {len(prompts)} prompts")
+    if all(eliciting) or not any(eliciting):
+        raise ValueError("alert accuracy needs both eliciting and suppressing prompts")
+    groups = [str(i) for i in range(len(prompts))] if groups is None else list(groups)
+    if len(groups) != len(prompts):
+        raise ValueError(f"groups needs one entry per prompt: {len(groups)} for {len(prompts)} prompts")
+    layer = check_layer(model, layer)
+    directions = [vector, *random_directions_like(vector, n_random, seed=seed)]
+    units = torch.stack([d.unit(layer) for d in directions])  # [1 + R, d]; row 0 = the persona vector
+    thresholds = _response_thresholds(model, experiment, units, layer)
+    result = Monitor(model, directions, layer).generate(prompts, max_new_tokens=max_new_tokens)
+    alerts = torch.tensor([rolling_alerts(p, thresholds, window) for p in result.projections])  # [n, 1 + R]
+    right = (alerts == torch.tensor(eliciting)[:, None]).double()
+
+    def accuracy(col: int, rows: list[int]) -> float:
+        return float(right[rows, col].mean())
+
+    every = list(range(len(prompts)))
+    ci = grouped_bootstrap_ci(partial(accuracy, 0), groups, n_boot=n_boot, seed=seed)
+    summary = null_summary(accuracy(0, every), [accuracy(j, every) for j in range(1, units.shape[0])], ci)
+    return {**summary, "alerts": alerts[:, 0].tolist(), "threshold": thresholds[0], "n": len(prompts)}
 
 
 def monitoring_null(
@@ -424,7 +509,9 @@ class Monitor:
 
     def _alerts(self, sample: int, proj: torch.Tensor) -> list[MonitorEvent]:
         """First token per trait where the rolling mean of ``window`` projections exceeds the threshold."""
-        events = []
+        events: list[MonitorEvent] = []
+        if self.threshold == math.inf:
+            return events  # never alerts: nothing to compute
         for j, v in enumerate(self.vectors):
             t = first_alert(proj[:, j], self.threshold, self.window)
             if t is not None:

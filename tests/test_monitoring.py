@@ -333,3 +333,58 @@ def test_choose_monitoring_layer_says_when_scores_do_not_vary(lively, tmp_cache)
             n_questions=2,
             max_new_tokens=3,
         )
+
+
+def test_rolling_alerts_is_first_alert_per_column():
+    from personalab.monitoring import rolling_alerts
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 30, generator=gen)
+    thr = torch.linspace(-1, 1.5, 30)
+    for window in (1, 3, 4):
+        want = [first_alert(x[:, j], float(thr[j]), window) is not None for j in range(30)]
+        assert rolling_alerts(x, thr, window) == want
+    assert rolling_alerts(torch.zeros(0, 2), [0.0, 0.0]) == [False, False]
+    with pytest.raises(ValueError, match="thresholds"):
+        rolling_alerts(x, [0.0], 4)
+
+
+def _graded_experiment(model, qs):
+    prompts = [chat_prompt(model.tokenizer, q, f"System prompt level {lev}.") for lev in range(8) for q in qs]
+    answers = pl.generate(model, prompts, max_new_tokens=4, progress=False)
+    return {"prompts": prompts, "answers": answers, "levels": [lev for lev in range(8) for _ in qs]}
+
+
+def test_alert_null_matches_the_monitor_and_ranks_among_random_directions(lively, tmp_cache):
+    """The vector's alerts are the Monitor's at response_threshold, accuracy is scored per
+    prompt, and the null is each random direction run as its own Monitor at its own threshold."""
+    from personalab.monitoring import alert_null
+    from personalab.stats import null_summary
+    from personalab.vectors import random_directions_like
+
+    qs = [f"Question number {i}?" for i in range(3)]
+    exp = _graded_experiment(lively, qs)
+    prompts = [chat_prompt(lively.tokenizer, q, f"System prompt level {lev}.") for lev in (0, 7) for q in qs]
+    eliciting = [False] * 3 + [True] * 3
+    vec = _vec(lively, trait="pirate")
+    out = alert_null(lively, vec, 2, exp, prompts, eliciting, groups=qs + qs, n_random=20, n_boot=50, max_new_tokens=4)
+    thr = response_threshold(lively, exp, vec, 2)
+    assert out["threshold"] == pytest.approx(thr, rel=1e-5, abs=1e-5) and out["n"] == 6
+    fired = []
+    Monitor(lively, vec, 2, thr, on_alert=fired.append).generate(prompts, max_new_tokens=4)
+    assert out["alerts"] == [i in {ev.sample for ev in fired} for i in range(6)]
+    assert out["value"] == sum(a == e for a, e in zip(out["alerts"], eliciting)) / 6
+    assert 0 <= out["ci_low"] <= out["value"] <= out["ci_high"] <= 1 and 0 <= out["percentile"] <= 100
+    null = []
+    for rand in random_directions_like(vec, 20, seed=0):
+        fired = []
+        Monitor(lively, rand, 2, response_threshold(lively, exp, rand, 2), on_alert=fired.append).generate(
+            prompts, max_new_tokens=4
+        )
+        null.append(sum((i in {ev.sample for ev in fired}) == e for i, e in enumerate(eliciting)) / 6)
+    want = null_summary(out["value"], null)
+    assert out["null_p95"] == pytest.approx(want["null_p95"]) and out["percentile"] == want["percentile"]
+    with pytest.raises(ValueError, match="both eliciting and suppressing"):
+        alert_null(lively, vec, 2, exp, prompts, [True] * 6, n_random=2)
+    with pytest.raises(ValueError, match="one flag per prompt"):
+        alert_null(lively, vec, 2, exp, prompts, eliciting[:5], n_random=2)
