@@ -35,13 +35,21 @@ def _fit_line(ax: Axes, x: Sequence[float], y: Sequence[float], **kw) -> None:
 def plot_prediction(experiment: dict, ax: Axes | None = None) -> Figure:
     """Scatter of last-prompt projection vs judged trait score, coloured by graded-prompt level.
 
-    Small dots are single answers, large outlined dots the per-prompt means; the line is
+    Small dots are single answers, large outlined dots the per-prompt means with their
+    95 % bootstrap intervals over the prompt's questions (vertical bars); the line is
     the least-squares fit through the single answers. ``experiment`` is the dict from
     ``personalab.monitoring.prediction_experiment``.
     """
+    from personalab.stats import mean_ci
+
     fig, ax = _axes(ax, (5, 3.8))
     levels = experiment["levels"]
     n_levels = max(levels) + 1
+    for lev, x in zip(sorted(set(levels)), experiment["prompt_projection"], strict=True):  # the means' order
+        ys = [v for lv, v in zip(levels, experiment["scores"], strict=True) if lv == lev and math.isfinite(v)]
+        if len(ys) >= 2 and math.isfinite(x):
+            _, lo, hi = mean_ci(ys)
+            ax.plot([x, x], [lo, hi], color="black", lw=1, alpha=0.6, zorder=2)
     cmap = plt.get_cmap("coolwarm", n_levels)
     sc = ax.scatter(
         experiment["projections"],

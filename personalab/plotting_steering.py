@@ -40,12 +40,31 @@ def plot_sweep_heatmaps(rows: list[dict], title: str = ""):
 
 
 def plot_coef_curves(curves: dict[str, list[dict]], keys=("trait", "coherence", "repetition", "capability")):
-    """One panel per metric, one line per trait, against the steering coefficient."""
+    """One panel per metric, one line per trait, against the steering coefficient.
+
+    Where the rows carry an interval for a metric (``<key>_ci``, as ``sweep`` gives for
+    trait and coherence: 95 % bootstrap over the questions), it is drawn as error bars.
+    """
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3))
     for ax, key in zip(axes, keys, strict=True):
         for name, rows in curves.items():
-            pts = [(r["coef"], r[key]) for r in rows if r.get(key) is not None]
-            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+            pts = [r for r in rows if r.get(key) is not None]
+            xs, ys = [r["coef"] for r in pts], [r[key] for r in pts]
+            (line,) = ax.plot(xs, ys, marker="o", label=name)
+            cis = [ci for r in pts if (ci := r.get(f"{key}_ci")) is not None]
+            if pts and len(cis) == len(pts):
+                below = [max(0.0, y - lo) for y, (lo, _) in zip(ys, cis, strict=True)]  # a NaN end: no bar
+                above = [max(0.0, hi - y) for y, (_, hi) in zip(ys, cis, strict=True)]
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[below, above],
+                    fmt="none",
+                    ecolor=line.get_color(),
+                    elinewidth=0.8,
+                    capsize=2,
+                    alpha=0.7,
+                )
         ax.set_xlabel("coef (× residual norm)")
         ax.set_title(key)
         if key in ("trait", "coherence"):

@@ -458,9 +458,9 @@ def sweep(
 ) -> list[dict]:
     """Layer x coefficient grid: judged trait, coherence, repetition (and capability) per point.
 
-    Every row: ``{layer, coef, trait, coherence, repetition, capability, answers}``;
-    trait/coherence are means over ``questions`` (the trait's evaluation questions by
-    default), repetition is the mean share of repeated word 3-grams, capability the
+    Every row: ``{layer, coef, trait, trait_ci, coherence, coherence_ci, repetition,
+    capability, answers}``; trait/coherence are means over ``questions`` (the trait's
+    evaluation questions by default) with 95 % bootstrap intervals over them, repetition is the mean share of repeated word 3-grams, capability the
     accuracy on the capability items under the same steering (None unless asked).
     All points are answered in one batched generation (``RowSteering``) and judged in
     one call; coefficient 0 is the same model at every layer, so it is answered once.
@@ -562,7 +562,9 @@ def sweep_many(
                     cap = capability_score(model)
             measured[point] = {
                 "trait": _mean([s.trait for s in sc]),
+                "trait_ci": _mean_interval([s.trait for s in sc]),
                 "coherence": _mean([s.coherence for s in sc]),
+                "coherence_ci": _mean_interval([s.coherence for s in sc]),
                 "repetition": _mean([repetition_rate(a) for a in ans]),
                 "capability": cap,
                 "answers": ans,
@@ -724,6 +726,18 @@ def _null_measure(job: NullJob, plan: dict, new: list[str], judge, n_boot: int, 
 def _mean(xs) -> float:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _mean_interval(xs) -> tuple[float, float]:
+    """95 % bootstrap interval of ``_mean(xs)`` over the questions (one value each; a judge's
+    abstentions dropped); NaNs when fewer than two values remain."""
+    from personalab.stats import mean_ci
+
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if len(xs) < 2:
+        return (float("nan"), float("nan"))
+    _, lo, hi = mean_ci(xs)
+    return (lo, hi)
 
 
 def is_coherent(row: dict, *, min_coherence: float = 50, max_repetition: float = 0.1) -> bool:

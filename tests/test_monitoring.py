@@ -214,6 +214,22 @@ def test_html_and_plots(lively):
     assert "<span" in result._repr_html_() and "<span" in result.html(0, 1)
     assert plot_trace(result, 0, 1, threshold=0.0) is not None
     assert plot_cosine_heatmap(torch.eye(2), ["a", "b"]) is not None
+    from personalab.plotting_monitoring import plot_prediction
+
+    exp = {
+        "levels": [0, 0, 1, 1],
+        "scores": [10.0, 30.0, 60.0, 80.0],
+        "projections": [0.0, 1.0, 2.0, 3.0],
+        "prompt_projection": [0.5, 2.5],
+        "prompt_score": [20.0, 70.0],
+        "layer": 2,
+        "trait": "toy",
+        "r_per_sample": 0.9,
+        "r_per_prompt": 1.0,
+    }
+    ax = plot_prediction(exp).axes[0]
+    bars = [ln for ln in ax.lines if len(ln.get_xdata()) == 2 and ln.get_xdata()[0] == ln.get_xdata()[1]]
+    assert len(bars) == 2 and all(b.get_ydata()[0] <= m <= b.get_ydata()[1] for b, m in zip(bars, (20.0, 70.0)))
 
 
 # --- the chapter 4 exercise checks -----------------------------------------------------------

@@ -140,6 +140,29 @@ def test_sweep_grid_measures_unsteered_once(tiny, tmp_cache):
     assert judge.n_answers == 6  # 3 distinct points x 2 questions
     assert rows[0]["answers"] == rows[2]["answers"] and rows[0]["trait"] == rows[2]["trait"]
     assert all(len(r["answers"]) == 2 and 0 <= r["repetition"] <= 1 for r in rows)
+    # intervals over the questions: the bootstrap of the two per-question scores brackets their mean
+    from personalab.stats import mean_ci
+
+    for r in rows:
+        per_q = [float(len(a) % 100) for a in r["answers"]]
+        assert tuple(r["trait_ci"]) == mean_ci(per_q)[1:] and r["trait_ci"][0] <= r["trait"] <= r["trait_ci"][1]
+        assert tuple(r["coherence_ci"]) == (80.0, 80.0)
+
+
+def test_coef_curves_draw_error_bars_where_rows_have_intervals():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from personalab.plotting_steering import plot_coef_curves
+
+    rows = [
+        {"coef": c, "trait": t, "trait_ci": (t - 5, t + 5), "coherence": 90.0, "repetition": 0.0, "capability": None}
+        for c, t in ((0, 20.0), (0.1, 40.0))
+    ]
+    fig = plot_coef_curves({"sad": rows, "old": [{k: v for k, v in r.items() if k != "trait_ci"} for r in rows]})
+    trait_ax = fig.axes[0]
+    assert len(trait_ax.collections) == 1  # one set of error bars: the rows with intervals
+    assert len(fig.axes[1].collections) == 0 and len(trait_ax.lines) >= 2
 
 
 def test_sweep_points_equal_one_steer_block_each(tiny, tmp_cache):
