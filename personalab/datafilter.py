@@ -13,6 +13,7 @@ over samples, and the per-sample numbers rank which examples to drop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -112,6 +113,7 @@ def filtering_null(
     shifts: Mapping[str, float],
     direction: torch.Tensor,
     *,
+    shuffled: torch.Tensor | None = None,
     n_random: int = 200,
     n_boot: int = 1000,
     seed: int = 0,
@@ -123,7 +125,9 @@ def filtering_null(
     trait shift training on it caused, ``direction`` the persona vector at that layer. The
     value is the Spearman correlation of the projections with the shifts; the null is the
     same for ``n_random`` random unit directions (seeded); the interval a bootstrap over
-    datasets (with five datasets it is wide, and says so). Returns ``stats.null_summary``'s dict.
+    datasets (with five datasets it is wide, and says so). Returns ``stats.null_summary``'s dict,
+    plus ``shuffled_p95`` and ``shuffled_percentile`` against ``shuffled`` ([S, d] directions:
+    the vector's label-shuffled ones, ``PersonaVector.shuffled_units``), NaN when not given.
     """
     from personalab.stats import bootstrap_ci, null_summary, spearman
 
@@ -140,7 +144,14 @@ def filtering_null(
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_random, acts.shape[1], generator=gen, dtype=torch.float64)
     units = torch.cat([(direction.double() / direction.double().norm())[None], rand / rand.norm(dim=1, keepdim=True)])
-    proj = acts @ units.T  # [k, 1 + R]; column 0 = the persona vector
+    n_shuffled = 0
+    if shuffled is not None:
+        shuffled = torch.as_tensor(shuffled).double()
+        if shuffled.dim() != 2 or shuffled.shape[1] != acts.shape[1] or shuffled.shape[0] == 0:
+            raise ValueError(f"shuffled must be [S, {acts.shape[1]}] directions, got {tuple(shuffled.shape)}")
+        n_shuffled = shuffled.shape[0]
+        units = torch.cat([units, shuffled / shuffled.norm(dim=1, keepdim=True).clamp_min(1e-12)])
+    proj = acts @ units.T  # [k, 1 + R (+ S)]; column 0 = the persona vector
 
     def rho(col: int, rows: list[int]) -> float:
         xs = [proj[i, col].item() for i in rows]
@@ -148,7 +159,14 @@ def filtering_null(
 
     every = list(range(len(names)))
     ci = bootstrap_ci(lambda draw: rho(0, draw), len(names), n_boot=n_boot, seed=seed)
-    return null_summary(rho(0, every), [rho(j, every) for j in range(1, proj.shape[1])], ci)
+    value = rho(0, every)
+    out = null_summary(value, [rho(j, every) for j in range(1, 1 + n_random)], ci)
+    shuf = null_summary(value, [rho(j, every) for j in range(1 + n_random, proj.shape[1])]) if n_shuffled else None
+    return {
+        **out,
+        "shuffled_p95": shuf["null_p95"] if shuf else math.nan,
+        "shuffled_percentile": shuf["percentile"] if shuf else math.nan,
+    }
 
 
 def drop_top(examples: Sequence[Example], scores: Sequence[float], k: int) -> list[Example]:

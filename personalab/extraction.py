@@ -265,8 +265,8 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 7  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
-# (7: meta["stability"], the split-half curve; a vector cached by 6 has none)
+EXTRACTION_VERSION = 8  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
+# (7: meta["stability"], the split-half curve; 8: the kept pairs' differences, for label-shuffled nulls)
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
 # 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the
@@ -428,6 +428,9 @@ def _vector_from_pairs(
             heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer),
             stability=_stability(acts_pos[pooling], acts_neg[pooling], layer),
         ),
+        pair_differences=(acts_pos[pooling] - acts_neg[pooling])
+        .half()
+        .float(),  # as saved: the same nulls after a reload
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import shutil
@@ -762,6 +763,7 @@ def shift_null(
     traits: Sequence[str],
     directions: Mapping[str, torch.Tensor],
     *,
+    shuffled: Mapping[str, torch.Tensor] | None = None,
     n_random: int = 200,
     n_boot: int = 1000,
     seed: int = 0,
@@ -774,7 +776,10 @@ def shift_null(
     ``directions[trait]``. The value is the Pearson r of the projections on the unit
     vectors with the trait shifts; the null replaces each trait's vector by a random unit
     direction (one per trait per draw, ``n_random`` draws, seeded); the interval is a
-    bootstrap over points. Returns ``stats.null_summary``'s dict.
+    bootstrap over points. Returns ``stats.null_summary``'s dict, plus ``shuffled_p95`` and
+    ``shuffled_percentile`` for a second null where ``shuffled[trait]`` gives each trait's
+    label-shuffled directions (``[S, d]``, ``PersonaVector.shuffled_units``; draw ``k`` uses
+    row ``k`` of every trait), NaN when not given.
     """
     from personalab.stats import bootstrap_ci, null_summary, pearson_r
 
@@ -806,4 +811,22 @@ def shift_null(
     ci = bootstrap_ci(
         lambda draw: pearson_r([real[i] for i in draw], [y[i] for i in draw]), len(y), n_boot=n_boot, seed=seed
     )
-    return null_summary(pearson_r(real, y), null, ci)
+    out = null_summary(pearson_r(real, y), null, ci)
+    out["shuffled_p95"] = out["shuffled_percentile"] = math.nan
+    if shuffled is not None:
+        missing = sorted(set(names) - set(shuffled))
+        if missing:
+            raise ValueError(f"no shuffled directions given for trait(s) {missing}")
+        sets = {t: torch.as_tensor(shuffled[t]).double() for t in names}
+        if (
+            len({tuple(v.shape) for v in sets.values()}) != 1
+            or sets[names[0]].dim() != 2
+            or sets[names[0]].shape[1] != X.shape[1]
+        ):
+            raise ValueError(f"shuffled needs one [S, {X.shape[1]}] tensor per trait, all of the same S")
+        draws = [
+            pearson_r(projections({t: unit(sets[t][k]) for t in names}), y) for k in range(sets[names[0]].shape[0])
+        ]
+        shuf = null_summary(out["value"], draws)
+        out["shuffled_p95"], out["shuffled_percentile"] = shuf["null_p95"], shuf["percentile"]
+    return out

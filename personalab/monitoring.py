@@ -353,24 +353,32 @@ def monitoring_null(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, dict]:
-    """A ``prediction_experiment``'s correlations at ``layer``, with intervals and a random-direction null.
+    """A ``prediction_experiment``'s correlations at ``layer``, with intervals and two nulls.
 
     For the persona vector and for ``n_random`` random unit directions (seeded), the
     last-prompt-token projections of the experiment's prompts are correlated with its
     judged scores, per sample and per prompt (level means). The persona vector's r gets
     a bootstrap 95 % interval over questions. Returns ``{"per_sample": ..., "per_prompt":
     ...}``, each ``stats.null_summary``'s dict: ``value, ci_low, ci_high, null_p95,
-    percentile``. A correlation is only evidence for the vector when it beats most random
-    directions: with 8 graded prompts, a per-prompt r of 0.9 happens by chance.
+    percentile`` (against the random directions), plus ``shuffled_p95`` and
+    ``shuffled_percentile`` against ``n_random`` label-shuffled vectors
+    (``PersonaVector.shuffled_units``: the same answers' pair differences with random
+    p+/p- labels) where the vector carries its pair differences, else NaN. A correlation
+    is only evidence for the vector when it beats most of both: with 8 graded prompts, a
+    per-prompt r of 0.9 happens by chance.
     """
     from personalab.stats import grouped_bootstrap_ci, null_summary
 
     vector.check_model(model)
-    acts = _experiment_acts(model, experiment)[:, check_layer(model, layer)].float()  # [n, d]
+    layer = check_layer(model, layer)
+    acts = _experiment_acts(model, experiment)[:, layer].float()  # [n, d]
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_random, acts.shape[1], generator=gen)
     units = torch.cat([vector.unit(layer)[None].float(), rand / rand.norm(dim=1, keepdim=True)])  # [1 + R, d]
-    proj = (acts @ units.T).double()  # [n, 1 + R]; column 0 = the persona vector
+    shuffled = vector.shuffled_units(layer, n_random, seed=seed) if vector.pair_differences is not None else None
+    if shuffled is not None:
+        units = torch.cat([units, shuffled])  # [1 + 2R, d]: then the label-shuffled vectors
+    proj = (acts @ units.T).double()  # column 0 = the persona vector
     levels, scores = experiment["levels"], experiment["scores"]
 
     def r_sample(col: list[float], rows: list[int]) -> float:
@@ -387,7 +395,11 @@ def monitoring_null(
     out = {}
     for name, fn in (("per_sample", r_sample), ("per_prompt", r_prompt)):
         ci = grouped_bootstrap_ci(partial(fn, cols[0]), experiment["questions"], n_boot=n_boot, seed=seed)
-        out[name] = null_summary(fn(cols[0], every), [fn(c, every) for c in cols[1:]], ci)
+        value = fn(cols[0], every)
+        out[name] = null_summary(value, [fn(c, every) for c in cols[1 : 1 + n_random]], ci)
+        shuf = null_summary(value, [fn(c, every) for c in cols[1 + n_random :]]) if shuffled is not None else None
+        out[name]["shuffled_p95"] = shuf["null_p95"] if shuf else math.nan
+        out[name]["shuffled_percentile"] = shuf["percentile"] if shuf else math.nan
     return out
 
 

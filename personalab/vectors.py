@@ -39,10 +39,17 @@ class VectorMismatchError(ValueError):
 
 @dataclass
 class PersonaVector:
-    """A trait direction at every layer plus where it came from."""
+    """A trait direction at every layer plus where it came from.
+
+    ``pair_differences`` (optional, ``[n_kept, n_layers + 1, d_model]``): each kept pair's
+    h+ - h-, whose mean is ``vectors``. Extraction stores them (float16 on disk) so that a
+    label-shuffled null can be drawn later (``shuffled_units``); a vector made by
+    arithmetic or loaded from an older file has none.
+    """
 
     vectors: torch.Tensor  # [n_layers + 1, d_model]
     meta: dict = field(default_factory=dict)
+    pair_differences: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.vectors, torch.Tensor):
@@ -54,6 +61,14 @@ class PersonaVector:
         if not torch.isfinite(self.vectors).all():
             raise ValueError("persona vector contains NaN or inf values")
         _check_meta(self.meta, *self.vectors.shape)
+        diffs = self.pair_differences
+        if diffs is not None and (
+            not isinstance(diffs, torch.Tensor) or diffs.dim() != 3 or diffs.shape[1:] != self.vectors.shape
+        ):
+            got = tuple(diffs.shape) if isinstance(diffs, torch.Tensor) else type(diffs).__name__
+            raise ValueError(
+                f"pair_differences must be [n_pairs, {', '.join(map(str, self.vectors.shape))}], got {got}"
+            )
 
     @property
     def trait(self) -> str:
@@ -75,6 +90,27 @@ class PersonaVector:
         """The unit-length direction at ``layer``."""
         v = self.at(layer)
         return v / v.norm().clamp_min(1e-8)
+
+    def shuffled_units(self, layer: int, n: int = 200, *, seed: int = 0) -> torch.Tensor:
+        """``n`` label-shuffled directions at ``layer`` (``[n, d]``, unit rows): a null baseline.
+
+        Each is the mean of the kept pairs' h+ - h- with every pair's p+/p- labels swapped at
+        random (the same answers, labels permuted): a direction built like the vector from
+        the same activations, that only chance aligns with the trait. Unlike an isotropic
+        random direction it lies where these answers' activations vary, so it is the harder
+        null. Needs ``pair_differences`` (stored by extraction).
+        """
+        if self.pair_differences is None:
+            raise ValueError(
+                f"the {self.trait!r} vector carries no per-pair differences (made by arithmetic, or saved "
+                "before they were stored): extract it again for a label-shuffled null"
+            )
+        n, seed = positive_int(n, "n"), random_seed(seed)
+        diffs = self.pair_differences[:, layer_index(layer, self.n_layers)].double()  # [pairs, d]
+        gen = torch.Generator().manual_seed(seed)
+        signs = torch.randint(0, 2, (n, diffs.shape[0]), generator=gen).double() * 2 - 1
+        shuffled = signs @ diffs / diffs.shape[0]
+        return (shuffled / shuffled.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
 
     @property
     def beats_chance(self) -> bool | None:
@@ -203,7 +239,10 @@ class PersonaVector:
             raise ValueError(f"cannot save: metadata lacks {missing}")
         tmp = path.with_name(path.name + ".tmp.safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"vectors": self.vectors.contiguous().float()}, str(tmp))
+        tensors = {"vectors": self.vectors.contiguous().float()}
+        if self.pair_differences is not None:
+            tensors["pair_differences"] = self.pair_differences.contiguous().half()  # a null's raw material
+        save_file(tensors, str(tmp))
         atomic_write_bytes(_with(path, ".safetensors"), tmp.read_bytes())
         tmp.unlink()
         atomic_write_json(_with(path, ".json"), self.meta)
@@ -218,7 +257,8 @@ class PersonaVector:
         if not tensor_file.is_file():
             raise FileNotFoundError(f"persona-vector tensor not found: {tensor_file}")
         try:
-            vectors = load_file(str(tensor_file))["vectors"]
+            tensors = load_file(str(tensor_file))
+            vectors = tensors["vectors"]
         except (SafetensorError, KeyError, OSError, json.JSONDecodeError) as err:
             raise ValueError(f"persona-vector file {tensor_file} is corrupt or truncated ({err})") from None
         missing = [k for k in REQUIRED_META if k not in meta]
@@ -230,8 +270,9 @@ class PersonaVector:
                 f"{tensor_file}: tensor shape {tuple(vectors.shape)} does not match its metadata "
                 f"({want[0]} x {want[1]})"
             )
+        diffs = tensors.get("pair_differences")
         try:
-            vec = cls(vectors, meta)
+            vec = cls(vectors, meta, None if diffs is None else diffs.float())
         except (TypeError, ValueError, IndexError) as err:
             raise type(err)(f"persona vector {path}: {err}") from None
         if model is not None:

@@ -105,6 +105,11 @@ def test_pipeline_end_to_end(tiny, tmp_cache):
     assert vec.meta["heldout"] is None  # 3 kept pairs: too few to build on half and test on the other
     assert vec.meta["stability"] is None  # and too few (under 4) for a split-half curve
     assert "3 kept pairs of 3; held-out separation not measured (fewer than 8" in vec.provenance()
+    # the kept pairs' differences travel with the vector (as saved: float16) and average to it
+    assert vec.pair_differences.shape == (3, 5, 64)
+    torch.testing.assert_close(
+        vec.pair_differences.mean(0), vec.vectors, rtol=2e-3, atol=2e-3 * vec.vectors.abs().max()
+    )
 
 
 def test_too_few_pairs_for_a_heldout_check_escalate_to_all_instruction_pairs(tiny, tmp_cache):

@@ -323,6 +323,19 @@ def test_filtering_null_ranks_a_planted_direction_above_random_ones():
     out = filtering_null(means, shifts, direction, n_random=200, n_boot=100)
     assert out["value"] == pytest.approx(1.0) and out["percentile"] > 90
     assert out["ci_low"] <= out["value"] + 1e-9
+    assert math.isnan(out["shuffled_p95"]) and math.isnan(out["shuffled_percentile"])  # none given
+    # shuffled directions are a second null: the direction itself among them ties it; random ones do not reach it
+    shuffled = torch.stack([direction, -direction, *torch.randn(8, 64, generator=gen)])
+    out = filtering_null(means, shifts, direction, shuffled=shuffled, n_random=200, n_boot=100)
+    from personalab.stats import null_summary, spearman
+
+    y = list(shifts.values())
+    rhos = [spearman([float(means[ds] @ u) for ds in shifts], y) for u in shuffled]
+    want = null_summary(1.0, rhos)
+    assert out["shuffled_p95"] == pytest.approx(want["null_p95"]) and out["shuffled_percentile"] == 90.0
+    assert out["null_p95"] < 1.0  # the random-direction null is unchanged by the shuffled one
+    with pytest.raises(ValueError, match="shuffled must be"):
+        filtering_null(means, shifts, direction, shuffled=torch.zeros(3, 8))
     with pytest.raises(ValueError, match="at least 3 datasets"):
         filtering_null({"a": direction, "b": direction}, {"a": 1.0, "b": 2.0}, direction)
 
@@ -356,6 +369,22 @@ def test_shift_null_credits_a_direction_that_carries_the_shift():
         deltas.append(shift * dirs[t] / dirs[t].norm() + 0.5 * torch.randn(64, generator=gen))
     out = shift_null(deltas, shifts, traits_, dirs, n_random=100, n_boot=100)
     assert out["value"] > 0.9 and out["percentile"] == 100 and out["ci_low"] > out["null_p95"]
+    assert math.isnan(out["shuffled_p95"])  # no shuffled directions given
+    # draw k of the shuffled null uses row k of every trait; row 0 = the vectors themselves ties the value
+    shuffled = {t: torch.stack([dirs[t], *torch.randn(4, 64, generator=gen)]) for t in "ab"}
+    out2 = shift_null(deltas, shifts, traits_, dirs, shuffled=shuffled, n_random=100, n_boot=100)
+    assert out2["null_p95"] == out["null_p95"] and out2["shuffled_percentile"] == 80.0  # 4 of 5 strictly below
+    from personalab.stats import pearson_r
+
+    rows = [
+        pearson_r([float(d @ (shuffled[t][k] / shuffled[t][k].norm())) for d, t in zip(deltas, traits_)], shifts)
+        for k in range(5)
+    ]
+    assert out2["shuffled_p95"] == pytest.approx(float(torch.quantile(torch.tensor(rows, dtype=torch.float64), 0.95)))
+    with pytest.raises(ValueError, match="same S"):
+        shift_null(deltas, shifts, traits_, dirs, shuffled={"a": shuffled["a"], "b": shuffled["b"][:3]})
+    with pytest.raises(ValueError, match="no shuffled directions"):
+        shift_null(deltas, shifts, traits_, dirs, shuffled={"a": shuffled["a"]})
     with pytest.raises(ValueError, match="pair up one to one"):
         shift_null(deltas[:3], shifts[:2], traits_[:3], dirs)
     with pytest.raises(ValueError, match="no direction given"):

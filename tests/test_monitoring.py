@@ -312,6 +312,19 @@ def test_monitoring_null_ranks_the_vector_among_random_directions(lively, tmp_ca
     assert out["per_sample"]["value"] == pytest.approx(1.0, abs=1e-5)
     assert out["per_sample"]["percentile"] == 100.0 and out["per_sample"]["null_p95"] < 1.0
     assert out["per_sample"]["ci_low"] <= 1.0 + 1e-9 and set(out) == {"per_sample", "per_prompt"}
+    assert math.isnan(out["per_sample"]["shuffled_p95"])  # no pair differences behind this vector: no shuffled null
+    # with pair differences: the label-shuffled vectors are read too, and a planted vector beats them
+    gen = torch.Generator().manual_seed(3)
+    diffs = (
+        vec.vectors[None]
+        + 0.5 * vec.vectors.norm(dim=-1, keepdim=True) * torch.randn(9, *vec.vectors.shape, generator=gen) / 8
+    )
+    withd = PersonaVector(diffs.mean(0), vec.meta, diffs)
+    scores = (acts @ withd.unit(2)).tolist()
+    out = monitoring_null(lively, {**exp, "scores": scores}, withd, 2, n_random=50, n_boot=100)
+    s = out["per_sample"]
+    assert s["value"] == pytest.approx(1.0, abs=1e-5) and 0 <= s["shuffled_p95"] < 1.0
+    assert s["shuffled_percentile"] == 100.0
 
 
 def test_choose_monitoring_layer_uses_extraction_questions_only(lively, tmp_cache):

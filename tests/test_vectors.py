@@ -160,3 +160,38 @@ def test_beats_chance_reads_the_heldout_metadata():
     assert vec(**{**held, "ci_low": 0.5}).beats_chance is False
     nan = vec(**{**held, "ci_low": float("nan"), "ci_high": float("nan")})
     assert nan.beats_chance is None and "interval not estimable" in nan.provenance()
+
+
+def _with_differences(vec, diffs):
+    return PersonaVector(diffs.mean(0), vec.meta, diffs)
+
+
+def test_shuffled_units_are_label_shuffled_means_of_the_pair_differences(tmp_path, tiny):
+    base = _vec()
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(5, 64, generator=gen)
+    same = _with_differences(base, u.expand(7, 5, 64).clone())  # 7 identical pairs: every shuffle is +-u
+    units = same.shuffled_units(2, 50, seed=1)
+    assert units.shape == (50, 64)
+    torch.testing.assert_close(units.norm(dim=1), torch.ones(50))
+    cos = units.double() @ (u[2] / u[2].norm()).double()
+    assert (
+        torch.allclose(cos.abs(), torch.ones(50, dtype=torch.float64), atol=1e-5)
+        and (cos < 0).any()
+        and (cos > 0).any()
+    )
+    noisy = _with_differences(base, torch.randn(9, 5, 64, generator=gen).half().float())
+    assert torch.equal(noisy.shuffled_units(3, 10, seed=4), noisy.shuffled_units(3, 10, seed=4))
+    assert not torch.equal(noisy.shuffled_units(3, 10, seed=4), noisy.shuffled_units(3, 10, seed=5))
+    noisy.save(tmp_path / "noisy")  # stored in float16: a vector whose differences are float16 reloads the same nulls
+    back = PersonaVector.load(tmp_path / "noisy", model=tiny)
+    assert torch.equal(back.pair_differences, noisy.pair_differences)
+    assert torch.equal(back.shuffled_units(3, 10, seed=4), noisy.shuffled_units(3, 10, seed=4))
+    base.save(tmp_path / "plain")
+    assert PersonaVector.load(tmp_path / "plain").pair_differences is None
+    with pytest.raises(ValueError, match="no per-pair differences"):
+        base.shuffled_units(2)
+    with pytest.raises(ValueError, match="no per-pair differences"):
+        (noisy * 2.0).shuffled_units(2)  # arithmetic makes a new direction with no pairs behind it
+    with pytest.raises(ValueError, match="pair_differences must be"):
+        PersonaVector(base.vectors, base.meta, torch.zeros(3, 4, 64))
