@@ -362,8 +362,8 @@ def monitoring_null(
     ...}``, each ``stats.null_summary``'s dict: ``value, ci_low, ci_high, null_p95,
     percentile`` (against the random directions), plus ``shuffled_p95`` and
     ``shuffled_percentile`` against ``n_random`` label-shuffled vectors
-    (``PersonaVector.shuffled_units``: the same answers' pair differences with random
-    p+/p- labels) where the vector carries its pair differences, else NaN. A correlation
+    (``PersonaVector.shuffled_units``: the same answers' pair differences with the
+    p+/p- labels of a random half of the pairs swapped) where the vector carries its pair differences, else NaN. A correlation
     is only evidence for the vector when it beats most of both: with 8 graded prompts, a
     per-prompt r of 0.9 happens by chance.
     """

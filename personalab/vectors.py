@@ -94,11 +94,15 @@ class PersonaVector:
     def shuffled_units(self, layer: int, n: int = 200, *, seed: int = 0) -> torch.Tensor:
         """``n`` label-shuffled directions at ``layer`` (``[n, d]``, unit rows): a null baseline.
 
-        Each is the mean of the kept pairs' h+ - h- with every pair's p+/p- labels swapped at
-        random (the same answers, labels permuted): a direction built like the vector from
-        the same activations, that only chance aligns with the trait. Unlike an isotropic
-        random direction it lies where these answers' activations vary, so it is the harder
-        null. Needs ``pair_differences`` (stored by extraction).
+        Each is the mean of the kept pairs' h+ - h- with the p+/p- labels of a random *half*
+        of the pairs swapped (the same answers, labels permuted): a direction built like the
+        vector from the same activations. Why exactly half: the direction, not the length,
+        is what a projection uses, and with labels swapped at random one by one the swapped
+        and unswapped pairs rarely balance, so the shared trait part of the differences
+        survives in the mean and the direction still points along (or against) the trait
+        whenever the pairs agree strongly; with half of them swapped it cancels (exactly
+        when every pair's trait part is the same), leaving how these answers vary apart from
+        the labels. Needs ``pair_differences`` (stored by extraction) and at least 2 pairs.
         """
         if self.pair_differences is None:
             raise ValueError(
@@ -107,9 +111,16 @@ class PersonaVector:
             )
         n, seed = positive_int(n, "n"), random_seed(seed)
         diffs = self.pair_differences[:, layer_index(layer, self.n_layers)].double()  # [pairs, d]
+        pairs = diffs.shape[0]
+        if pairs < 2:
+            raise ValueError(
+                f"a label-shuffled direction needs at least 2 pairs, the {self.trait!r} vector has {pairs}"
+            )
         gen = torch.Generator().manual_seed(seed)
-        signs = torch.randint(0, 2, (n, diffs.shape[0]), generator=gen).double() * 2 - 1
-        shuffled = signs @ diffs / diffs.shape[0]
+        signs = torch.ones(n, pairs, dtype=torch.float64)
+        for row in signs:
+            row[torch.randperm(pairs, generator=gen)[: pairs // 2]] = -1.0  # swap the labels of half the pairs
+        shuffled = signs @ diffs / pairs
         return (shuffled / shuffled.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
 
     @property

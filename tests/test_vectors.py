@@ -170,16 +170,22 @@ def test_shuffled_units_are_label_shuffled_means_of_the_pair_differences(tmp_pat
     base = _vec()
     gen = torch.Generator().manual_seed(0)
     u = torch.randn(5, 64, generator=gen)
-    same = _with_differences(base, u.expand(7, 5, 64).clone())  # 7 identical pairs: every shuffle is +-u
-    units = same.shuffled_units(2, 50, seed=1)
+    # 8 pairs that share a strong trait part u[2] plus noise: the vector points along it, and
+    # swapping the labels of half the pairs cancels it, so shuffled directions are noise
+    diffs = u.expand(8, 5, 64) + 0.04 * u.norm(dim=-1, keepdim=True) * torch.randn(8, 5, 64, generator=gen)
+    strong = _with_differences(base, diffs)
+    units = strong.shuffled_units(2, 50, seed=1)
     assert units.shape == (50, 64)
     torch.testing.assert_close(units.norm(dim=1), torch.ones(50))
-    cos = units.double() @ (u[2] / u[2].norm()).double()
-    assert (
-        torch.allclose(cos.abs(), torch.ones(50, dtype=torch.float64), atol=1e-5)
-        and (cos < 0).any()
-        and (cos > 0).any()
-    )
+    t = u[2] / u[2].norm()
+    cos = (units @ t).abs()
+    assert float(strong.unit(2) @ t) > 0.98 and float(cos.mean()) < 0.3 and float(cos.max()) < 0.6
+    # each is the mean of the differences with exactly half of them negated
+    d2 = diffs[:, 2].double()
+    first = units[0].double()
+    signs = torch.sign(torch.linalg.lstsq(d2.T, first[:, None]).solution[:, 0])
+    assert int((signs < 0).sum()) == 4
+    torch.testing.assert_close(first, (signs @ d2 / (signs @ d2).norm()), rtol=1e-4, atol=1e-4)
     noisy = _with_differences(base, torch.randn(9, 5, 64, generator=gen).half().float())
     assert torch.equal(noisy.shuffled_units(3, 10, seed=4), noisy.shuffled_units(3, 10, seed=4))
     assert not torch.equal(noisy.shuffled_units(3, 10, seed=4), noisy.shuffled_units(3, 10, seed=5))
@@ -195,3 +201,5 @@ def test_shuffled_units_are_label_shuffled_means_of_the_pair_differences(tmp_pat
         (noisy * 2.0).shuffled_units(2)  # arithmetic makes a new direction with no pairs behind it
     with pytest.raises(ValueError, match="pair_differences must be"):
         PersonaVector(base.vectors, base.meta, torch.zeros(3, 4, 64))
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        _with_differences(base, diffs[:1]).shuffled_units(2)
