@@ -13,7 +13,6 @@ over samples, and the per-sample numbers rank which examples to drop.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -129,7 +128,7 @@ def filtering_null(
     plus ``shuffled_p95`` and ``shuffled_percentile`` against ``shuffled`` ([S, d] directions:
     the vector's label-shuffled ones, ``PersonaVector.shuffled_units``), NaN when not given.
     """
-    from personalab.stats import bootstrap_ci, null_summary, spearman
+    from personalab.stats import bootstrap_ci, null_summary, shuffled_summary, spearman
 
     names = [ds for ds in mean_differences if ds in shifts]
     if len(names) < 3:
@@ -160,12 +159,10 @@ def filtering_null(
     every = list(range(len(names)))
     ci = bootstrap_ci(lambda draw: rho(0, draw), len(names), n_boot=n_boot, seed=seed)
     value = rho(0, every)
-    out = null_summary(value, [rho(j, every) for j in range(1, 1 + n_random)], ci)
-    shuf = null_summary(value, [rho(j, every) for j in range(1 + n_random, proj.shape[1])]) if n_shuffled else None
+    shuffled_rhos = [rho(j, every) for j in range(1 + n_random, 1 + n_random + n_shuffled)]
     return {
-        **out,
-        "shuffled_p95": shuf["null_p95"] if shuf else math.nan,
-        "shuffled_percentile": shuf["percentile"] if shuf else math.nan,
+        **null_summary(value, [rho(j, every) for j in range(1, 1 + n_random)], ci),
+        **shuffled_summary(value, shuffled_rhos),
     }
 
 

@@ -410,6 +410,7 @@ def _vector_from_pairs(
     norms = torch.cat([acts_pos["response_norm"], acts_neg["response_norm"]]).mean(0)
     diag = layer_diagnostics(acts_pos[pooling], acts_neg[pooling])
     layer = choose_layer(diag)
+    diffs = (acts_pos[pooling] - acts_neg[pooling]).half().float()  # as saved (float16): the same nulls after a reload
     return PersonaVector(
         vectors=vec,
         meta=dict(
@@ -428,9 +429,7 @@ def _vector_from_pairs(
             heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer),
             stability=_stability(acts_pos[pooling], acts_neg[pooling], layer),
         ),
-        pair_differences=(acts_pos[pooling] - acts_neg[pooling])
-        .half()
-        .float(),  # as saved: the same nulls after a reload
+        pair_differences=diffs,
     )
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import random
 import shutil
@@ -781,7 +780,7 @@ def shift_null(
     label-shuffled directions (``[S, d]``, ``PersonaVector.shuffled_units``; draw ``k`` uses
     row ``k`` of every trait), NaN when not given.
     """
-    from personalab.stats import bootstrap_ci, null_summary, pearson_r
+    from personalab.stats import bootstrap_ci, null_summary, pearson_r, shuffled_summary
 
     same_length(deltas, d_trait, "deltas", "trait shifts")
     same_length(deltas, traits, "deltas", "traits")
@@ -812,7 +811,7 @@ def shift_null(
         lambda draw: pearson_r([real[i] for i in draw], [y[i] for i in draw]), len(y), n_boot=n_boot, seed=seed
     )
     out = null_summary(pearson_r(real, y), null, ci)
-    out["shuffled_p95"] = out["shuffled_percentile"] = math.nan
+    draws: list[float] | None = None
     if shuffled is not None:
         missing = sorted(set(names) - set(shuffled))
         if missing:
@@ -827,6 +826,4 @@ def shift_null(
         draws = [
             pearson_r(projections({t: unit(sets[t][k]) for t in names}), y) for k in range(sets[names[0]].shape[0])
         ]
-        shuf = null_summary(out["value"], draws)
-        out["shuffled_p95"], out["shuffled_percentile"] = shuf["null_p95"], shuf["percentile"]
-    return out
+    return {**out, **shuffled_summary(out["value"], draws)}

@@ -367,7 +367,7 @@ def monitoring_null(
     is only evidence for the vector when it beats most of both: with 8 graded prompts, a
     per-prompt r of 0.9 happens by chance.
     """
-    from personalab.stats import grouped_bootstrap_ci, null_summary
+    from personalab.stats import grouped_bootstrap_ci, null_summary, shuffled_summary
 
     vector.check_model(model)
     layer = check_layer(model, layer)
@@ -396,10 +396,10 @@ def monitoring_null(
     for name, fn in (("per_sample", r_sample), ("per_prompt", r_prompt)):
         ci = grouped_bootstrap_ci(partial(fn, cols[0]), experiment["questions"], n_boot=n_boot, seed=seed)
         value = fn(cols[0], every)
-        out[name] = null_summary(value, [fn(c, every) for c in cols[1 : 1 + n_random]], ci)
-        shuf = null_summary(value, [fn(c, every) for c in cols[1 + n_random :]]) if shuffled is not None else None
-        out[name]["shuffled_p95"] = shuf["null_p95"] if shuf else math.nan
-        out[name]["shuffled_percentile"] = shuf["percentile"] if shuf else math.nan
+        out[name] = {
+            **null_summary(value, [fn(c, every) for c in cols[1 : 1 + n_random]], ci),
+            **shuffled_summary(value, [fn(c, every) for c in cols[1 + n_random :]]),  # empty without shuffled
+        }
     return out
 
 

@@ -22,6 +22,16 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     return ax.get_figure(root=True), ax  # type: ignore[return-value]  # an Axes' root figure is a Figure
 
 
+def interval_errorbars(
+    ax: Axes, xs: Sequence[float], ys: Sequence[float], intervals: Sequence[tuple[float, float]], **kw
+) -> None:
+    """Draw each point's ``(low, high)`` interval as a vertical error bar on ``ax`` (a NaN end or
+    an interval that does not reach the point draws no bar on that side)."""
+    below = [max(0.0, y - lo) for y, (lo, _) in zip(ys, intervals, strict=True)]
+    above = [max(0.0, hi - y) for y, (_, hi) in zip(ys, intervals, strict=True)]
+    ax.errorbar(xs, ys, yerr=[below, above], fmt="none", elinewidth=0.8, capsize=2, **kw)
+
+
 def _show(token: str) -> str:
     """A token as a short, printable label (newlines visible, no matplotlib mathtext)."""
     return token.replace("\n", "\\n").replace("$", "\\$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from personalab.plotting import _axes
+from personalab.plotting import _axes, interval_errorbars
 from personalab.plotting_monitoring import _fit_line
 from personalab.stats import pearson_r
 
@@ -44,15 +44,12 @@ def plot_shift(
     fig, ax = _axes(ax, (4.5, 3.5))
     xs, ys = [p[x] for p in points], [p[y] for p in points]
     if ci is not None:
-        below, above = [], []
         for p in points:
             low, high = p[ci]
             tol = 1e-9 * max(1.0, abs(p[y]))  # the same mean computed two ways differs in the last bits
             if not low - tol <= p[y] <= high + tol:
                 raise ValueError(f"{p[label]!r}: interval [{low}, {high}] does not contain its {y} {p[y]}")
-            below.append(max(0.0, p[y] - low))
-            above.append(max(0.0, high - p[y]))
-        ax.errorbar(xs, ys, yerr=[below, above], fmt="none", ecolor="grey", elinewidth=0.8, capsize=2)
+        interval_errorbars(ax, xs, ys, [p[ci] for p in points], ecolor="grey")
     ax.scatter(xs, ys, zorder=3)
     for p in points:
         ax.annotate(p[label], (p[x], p[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from personalab.plotting import interval_errorbars
+
 
 def plot_sweep_heatmaps(rows: list[dict], title: str = ""):
     """Trait, coherence and repetition over a layer x coefficient grid (rows from ``steering.sweep``)."""
@@ -53,18 +55,7 @@ def plot_coef_curves(curves: dict[str, list[dict]], keys=("trait", "coherence", 
             (line,) = ax.plot(xs, ys, marker="o", label=name)
             cis = [ci for r in pts if (ci := r.get(f"{key}_ci")) is not None]
             if pts and len(cis) == len(pts):
-                below = [max(0.0, y - lo) for y, (lo, _) in zip(ys, cis, strict=True)]  # a NaN end: no bar
-                above = [max(0.0, hi - y) for y, (_, hi) in zip(ys, cis, strict=True)]
-                ax.errorbar(
-                    xs,
-                    ys,
-                    yerr=[below, above],
-                    fmt="none",
-                    ecolor=line.get_color(),
-                    elinewidth=0.8,
-                    capsize=2,
-                    alpha=0.7,
-                )
+                interval_errorbars(ax, xs, ys, cis, ecolor=line.get_color(), alpha=0.7)
         ax.set_xlabel("coef (× residual norm)")
         ax.set_title(key)
         if key in ("trait", "coherence"):

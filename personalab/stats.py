@@ -128,6 +128,16 @@ def null_summary(value: float, null: Sequence[float] | torch.Tensor, ci: tuple[f
     }
 
 
+def shuffled_summary(value: float, null: Sequence[float] | torch.Tensor | None) -> dict[str, float]:
+    """Where ``value`` falls among a second, label-shuffled null: ``{shuffled_p95,
+    shuffled_percentile}`` as ``null_summary`` computes them, NaN when there is no such null
+    (``null`` None or empty), so every control reports the same two keys beside its random one."""
+    if null is None or len(null) == 0:
+        return {"shuffled_p95": float("nan"), "shuffled_percentile": float("nan")}
+    out = null_summary(value, null)
+    return {"shuffled_p95": out["null_p95"], "shuffled_percentile": out["percentile"]}
+
+
 def mean_ci(values: Sequence[float] | torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """The mean of ``values`` (one per question) with its 95 % bootstrap interval: ``(mean, low, high)``.
 

@@ -460,8 +460,9 @@ def sweep(
 
     Every row: ``{layer, coef, trait, trait_ci, coherence, coherence_ci, repetition,
     capability, answers}``; trait/coherence are means over ``questions`` (the trait's
-    evaluation questions by default) with 95 % bootstrap intervals over them, repetition is the mean share of repeated word 3-grams, capability the
-    accuracy on the capability items under the same steering (None unless asked).
+    evaluation questions by default) with 95 % bootstrap intervals over them, repetition
+    is the mean share of repeated word 3-grams, capability the accuracy on the capability
+    items under the same steering (None unless asked).
     All points are answered in one batched generation (``RowSteering``) and judged in
     one call; coefficient 0 is the same model at every layer, so it is answered once.
     ``sweep_many`` does the same for several traits with one generation.

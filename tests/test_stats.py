@@ -87,3 +87,15 @@ def test_grouped_bootstrap_draws_a_groups_rows_together():
     grouped = grouped_bootstrap_ci(lambda rows: sum(values[i] for i in rows) / len(rows), groups, n_boot=200, seed=3)
     plain = bootstrap_ci(lambda d: sum([1.0, 5.0, 9.0][i] for i in d) / len(d), 3, n_boot=200, seed=3)
     assert grouped == pytest.approx(plain)
+
+
+def test_shuffled_summary_is_null_summary_under_its_own_names():
+    import math
+
+    from personalab.stats import null_summary, shuffled_summary
+
+    null = [0.1, 0.5, 0.9, -0.2, 0.3]
+    want = null_summary(0.6, null)
+    assert shuffled_summary(0.6, null) == {"shuffled_p95": want["null_p95"], "shuffled_percentile": want["percentile"]}
+    for empty in (None, []):
+        assert all(math.isnan(v) for v in shuffled_summary(0.6, empty).values())
