@@ -34,7 +34,7 @@ import torch
 from personalab._io import stable_hash
 from personalab.config import settings
 from personalab.llm_client import JudgeError, make_openai_client
-from personalab.models import length_batches, scoring_precision
+from personalab.models import length_batches, model_id, scoring_precision
 from personalab.profiling import staged
 from personalab.traits import Trait
 from personalab.validate import finite_real, integer, positive_int, same_length, text_list
@@ -268,6 +268,7 @@ class EmbeddingJudge:
         self._emb = _embedder()
         self._heads: dict[str, object] = {}
         self._sentiment: Any = None  # VADER's analyser, built on first use
+        self._fluency: dict[tuple[str, str, str], float] = {}  # (model id, question, answer) -> mean log-prob
 
     cache_id = "EmbeddingJudge/2"  # 2: mood traits blend in lexicon sentiment (SENTIMENT_WEIGHT)
 
@@ -332,10 +333,30 @@ class EmbeddingJudge:
         w = SENTIMENT_WEIGHT
         return [(1 - w) * e + w * v for e, v in zip(ex, self.sentiment_scores(trait, answers), strict=True)]
 
+    def answer_logprobs(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """``answer_logprob`` on the judge's model, each distinct (question, answer) computed once.
+
+        The log-probability pass is most of the judge's time (a forward pass of the language
+        model per answer, against a small sentence embedder), and a chapter judges the same
+        answer more than once (the unsteered answers of every sweep and control on the same
+        questions). The judge's model is the plain base model, whose weights nothing changes
+        (fine-tuning trains a copy), so a remembered value stays right.
+        """
+        questions = text_list(questions, "questions", allow_blank=True, allow_empty=True)
+        answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
+        same_length(questions, answers, "questions", "answers")
+        mid = model_id(self.model)
+        keys = [(mid, q, a) for q, a in zip(questions, answers, strict=True)]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._fluency]
+        if todo:
+            lps = answer_logprob(self.model, [q for _, q, _ in todo], [a for _, _, a in todo])
+            self._fluency.update(zip(todo, lps, strict=True))
+        return [self._fluency[k] for k in keys]
+
     @staged("judging")
     def coherence_scores(self, questions: Sequence[str], answers: Sequence[str]) -> list[float]:
         """Fluency (log-prob) x (1 - repetition), 0-100; empty answers score 0."""
-        lps = answer_logprob(self.model, questions, answers) if self.model is not None else None
+        lps = self.answer_logprobs(questions, answers) if self.model is not None else None
         lo, hi = self.lp_range
         out = []
         for i, a in enumerate(answers):

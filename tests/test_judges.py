@@ -157,3 +157,28 @@ def test_the_moods_are_the_four_traits_the_book_names():
 
     signs = {n: traits.load(n).sentiment for n in traits.list_traits()}
     assert {n: s for n, s in signs.items() if s} == {"sad": -1, "pessimistic": -1, "optimistic": 1, "enthusiastic": 1}
+
+
+def test_embedding_judge_computes_each_answer_logprob_once(tiny, monkeypatch):
+    """The judge's log-probability pass runs once per distinct (question, answer): a repeat,
+    in one call or a later one, is remembered and equals the plain answer_logprob value."""
+    from personalab import judges
+
+    qs, ans = ["Why?", "Who?", "Why?"], ["Because it rains.", "Nobody at all.", "Because it rains."]
+    want = judges.answer_logprob(tiny, qs, ans)
+    seen: list[list[str]] = []
+    real = judges.answer_logprob
+
+    def counting(model, questions, answers, **kw):
+        seen.append(list(answers))
+        return real(model, questions, answers, **kw)
+
+    monkeypatch.setattr(judges, "answer_logprob", counting)
+    judge = judges.EmbeddingJudge(tiny)
+    assert judge.answer_logprobs(qs, ans) == pytest.approx(want)
+    assert seen == [["Because it rains.", "Nobody at all."]]  # the repeated pair is computed once
+    first = judge.coherence_scores(qs + ["Who?"], ans + ["Somebody."])
+    assert seen[1:] == [["Somebody."]]  # only the new pair is computed
+    assert first[:3] == judge.coherence_scores(qs, ans) and len(seen) == 2
+    with pytest.raises(ValueError, match="questions"):
+        judge.answer_logprobs(["Why?"], ["a", "b"])
