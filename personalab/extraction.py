@@ -265,7 +265,7 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 8  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
+EXTRACTION_VERSION = 9  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
 # (7: meta["stability"], the split-half curve; 8: the kept pairs' differences, for label-shuffled nulls)
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about

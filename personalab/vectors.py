@@ -43,7 +43,7 @@ class PersonaVector:
 
     ``pair_differences`` (optional, ``[n_kept, n_layers + 1, d_model]``): each kept pair's
     h+ - h-, whose mean is ``vectors``. Extraction stores them (float16 on disk) so that a
-    label-shuffled null can be drawn later (``shuffled_units``); a vector made by
+    label-shuffled null can be drawn later (``shuffled_units``, ``shuffled_like``); a vector made by
     arithmetic or loaded from an older file has none.
     """
 
@@ -104,24 +104,47 @@ class PersonaVector:
         when every pair's trait part is the same), leaving how these answers vary apart from
         the labels. Needs ``pair_differences`` (stored by extraction) and at least 2 pairs.
         """
+        layer = layer_index(layer, self.n_layers)
+        diffs = self._differences()[:, layer].double()  # [pairs, d]
+        shuffled = self._half_swaps(n, seed) @ diffs / diffs.shape[0]
+        return (shuffled / shuffled.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+
+    def shuffled_like(self, n: int = 1, *, seed: int = 0) -> list[PersonaVector]:
+        """``n`` label-shuffled vectors with this vector's per-layer norms: the label-shuffled
+        null for steering (``steering_null``), where a direction is pushed, not read.
+
+        Vector ``k`` points, at every layer, along ``shuffled_units(layer, n, seed=seed)[k]``
+        (the same swapped halves at every layer) and has this vector's length there, so a
+        push of ``coef`` moves the residual stream as far as the persona vector's would.
+        """
+        diffs = self._differences().double()  # [pairs, L+1, d]
+        swaps = self._half_swaps(n, seed)
+        norms = self.vectors.double().norm(dim=-1, keepdim=True)  # [L+1, 1]
+        out = []
+        for k in range(swaps.shape[0]):
+            mean = torch.einsum("p,pld->ld", swaps[k], diffs) / diffs.shape[0]
+            unit = mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            meta = {**self.meta, "trait": f"shuffled-{k}", "method": f"label-shuffled/seed{seed}"}
+            out.append(PersonaVector((unit * norms).float(), meta))
+        return out
+
+    def _differences(self) -> torch.Tensor:
+        """The kept pairs' differences ``[pairs, L+1, d]``; raises where a null cannot be drawn."""
         if self.pair_differences is None:
             raise ValueError(
                 f"the {self.trait!r} vector carries no per-pair differences (made by arithmetic, or saved "
                 "before they were stored): extract it again for a label-shuffled null"
             )
-        n, seed = positive_int(n, "n"), random_seed(seed)
-        diffs = self.pair_differences[:, layer_index(layer, self.n_layers)].double()  # [pairs, d]
-        pairs = diffs.shape[0]
-        if pairs < 2:
+        if self.pair_differences.shape[0] < 2:
             raise ValueError(
-                f"a label-shuffled direction needs at least 2 pairs, the {self.trait!r} vector has {pairs}"
+                f"a label-shuffled direction needs at least 2 pairs, the {self.trait!r} vector has "
+                f"{self.pair_differences.shape[0]}"
             )
-        gen = torch.Generator().manual_seed(seed)
-        signs = torch.ones(n, pairs, dtype=torch.float64)
-        for row in signs:
-            row[torch.randperm(pairs, generator=gen)[: pairs // 2]] = -1.0  # swap the labels of half the pairs
-        shuffled = signs @ diffs / pairs
-        return (shuffled / shuffled.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+        return self.pair_differences
+
+    def _half_swaps(self, n: int, seed: int) -> torch.Tensor:
+        """``[n, pairs]`` signs, -1 on a random half of the pairs in each row (``shuffled_units``)."""
+        return half_swap_signs(self._differences().shape[0], n, seed=seed)
 
     @property
     def beats_chance(self) -> bool | None:
@@ -383,6 +406,22 @@ def decode_direction(model, direction: torch.Tensor, k: int = 10) -> dict[str, l
     return {"promotes": [tok.decode([i]) for i in top], "suppresses": [tok.decode([i]) for i in bottom]}
 
 
+def half_swap_signs(n_pairs: int, n: int, *, seed: int = 0) -> torch.Tensor:
+    """``[n, n_pairs]`` label swaps for a label-shuffled null: each row is +1 with -1 on a random
+    ``n_pairs // 2`` of its entries (the pairs whose p+/p- labels are swapped).
+
+    Exactly half, not each pair by a coin flip: a projection or a push uses only a
+    direction, and with coin flips the trait part shared by every pair survives in the mean
+    whenever the swaps do not balance (``PersonaVector.shuffled_units``).
+    """
+    n_pairs, n = positive_int(n_pairs, "n_pairs"), positive_int(n, "n")
+    gen = torch.Generator().manual_seed(random_seed(seed))
+    signs = torch.ones(n, n_pairs, dtype=torch.float64)
+    for row in signs:
+        row[torch.randperm(n_pairs, generator=gen)[: n_pairs // 2]] = -1.0
+    return signs
+
+
 def random_directions_like(vector: PersonaVector, n: int, *, seed: int = 0) -> list[PersonaVector]:
     """``n`` random directions with ``vector``'s per-layer norms and metadata: a null baseline.
 
@@ -505,8 +544,10 @@ def heldout_separation(
 
     Each split builds the vector from a random half of the pairs and measures the
     separation (Cohen's d of projections, h+ vs h-) on the other half; ``value`` is the
-    mean over splits. The null: the same with the build half's p+/p- labels swapped at
-    random within each pair (same answers, labels permuted), ``n_shuffles`` times. The
+    mean over splits. The null: the same with the p+/p- labels of a random half of the
+    build half's pairs swapped (same answers, labels permuted; exactly half, as in
+    ``half_swap_signs``, so the trait part every pair shares cancels instead of
+    surviving wherever coin-flip swaps do not balance), ``n_shuffles`` times. The
     interval is a bootstrap over pairs that keeps each drawn pair once (a pair on both sides
     of a split would leak), so it is wider than a plain bootstrap's: a conservative interval.
     Returns ``stats.null_summary``'s dict plus ``n_pairs``.
@@ -519,29 +560,32 @@ def heldout_separation(
             f"a held-out separation needs at least {MIN_HELDOUT_PAIRS} pairs (4 to build, 4 to test), "
             f"got {pos.shape[0]}: generate more pairs (e.g. instructions_per_question=5)"
         )
+    n_splits, n_shuffles = positive_int(n_splits, "n_splits"), positive_int(n_shuffles, "n_shuffles")
     P, N = pos[:, layer].double(), neg[:, layer].double()
-    n, gen = P.shape[0], torch.Generator().manual_seed(seed)
-    signs = [torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1 for _ in range(n_shuffles)]
+    n = P.shape[0]
 
-    def mean_d(rows: list[int], flip: torch.Tensor | None = None) -> float:
-        """Mean held-out d over ``n_splits`` random halves of the distinct pairs in ``rows``."""
+    def mean_d(rows: list[int], shuffle: int | None = None) -> float:
+        """Mean held-out d over ``n_splits`` random halves of the distinct pairs in ``rows``;
+        with ``shuffle`` = s, null draw s: half of each build half's labels swapped."""
         idx = torch.tensor(sorted(set(rows)))
         k = len(idx)
         if k < MIN_HELDOUT_PAIRS:  # a bootstrap draw with too few distinct pairs says nothing
             return float("nan")
-        diff = P[idx] - N[idx] if flip is None else (P[idx] - N[idx]) * flip[idx, None]
+        diff = P[idx] - N[idx]
+        swaps = None if shuffle is None else half_swap_signs(k // 2, n_splits, seed=seed + 2 + shuffle)
         split_gen = torch.Generator().manual_seed(seed + 1)  # the same splits for the vector and its nulls
         ds = []
-        for _ in range(n_splits):
+        for j in range(n_splits):
             perm = torch.randperm(k, generator=split_gen)
             build, test = perm[: k // 2], perm[k // 2 :]
-            ds.append(_heldout_d(diff[build], P[idx[test]], N[idx[test]]))
+            built = diff[build] if swaps is None else diff[build] * swaps[j, :, None]
+            ds.append(_heldout_d(built, P[idx[test]], N[idx[test]]))
         finite = [d for d in ds if d == d]
         return sum(finite) / len(finite) if finite else float("nan")
 
     every = list(range(n))
     ci = bootstrap_ci(lambda draw: mean_d(draw), n, n_boot=n_boot, seed=seed)
-    out = null_summary(mean_d(every), [mean_d(every, s) for s in signs], ci)
+    out = null_summary(mean_d(every), [mean_d(every, s) for s in range(n_shuffles)], ci)
     return {**out, "n_pairs": n}
 
 

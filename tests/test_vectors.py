@@ -115,6 +115,12 @@ def test_heldout_separation_beats_label_shuffled_vectors_only_with_a_signal():
     assert real["ci_low"] <= real["value"] <= real["ci_high"]
     noise = heldout_separation(*_paired(24, 0.0), 1, n_splits=10, n_shuffles=50, n_boot=20)
     assert noise["value"] < noise["null_p95"]
+    # a strong trait part shared by every pair: swapping half of the build pairs' labels cancels
+    # it, so the null stays near 0 (with a coin flip per pair it survived: p95 0.77 x the value)
+    strong = heldout_separation(*_paired(24, 8.0), 1, n_splits=10, n_shuffles=50, n_boot=20)
+    assert strong["value"] > 1.5 and strong["null_p95"] < 0.25 * strong["value"]
+    with pytest.raises(ValueError, match="n_shuffles"):
+        heldout_separation(*_paired(24, 3.0), 1, n_shuffles=0)
 
 
 def test_heldout_separation_refuses_too_few_pairs():
@@ -203,3 +209,26 @@ def test_shuffled_units_are_label_shuffled_means_of_the_pair_differences(tmp_pat
         PersonaVector(base.vectors, base.meta, torch.zeros(3, 4, 64))
     with pytest.raises(ValueError, match="at least 2 pairs"):
         _with_differences(base, diffs[:1]).shuffled_units(2)
+
+
+def test_shuffled_like_pushes_along_the_shuffled_units_with_the_vectors_norms():
+    from personalab.vectors import half_swap_signs
+
+    base = _vec()
+    diffs = torch.randn(9, 5, 64, generator=torch.Generator().manual_seed(3))
+    vec = _with_differences(base, diffs)
+    like = vec.shuffled_like(3, seed=2)
+    assert [v.trait for v in like] == ["shuffled-0", "shuffled-1", "shuffled-2"]
+    assert all(v.pair_differences is None and v.meta["model_id"] == vec.meta["model_id"] for v in like)
+    for layer in range(1, 5):
+        units = vec.shuffled_units(layer, 3, seed=2)
+        for k, v in enumerate(like):
+            torch.testing.assert_close(v.unit(layer), units[k], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(v.at(layer).norm(), vec.at(layer).norm(), rtol=1e-5, atol=1e-5)
+    signs = half_swap_signs(9, 4, seed=1)
+    assert signs.shape == (4, 9) and bool(((signs == -1).sum(1) == 4).all()) and bool((signs.abs() == 1).all())
+    assert torch.equal(signs, half_swap_signs(9, 4, seed=1))
+    with pytest.raises(ValueError, match="no per-pair differences"):
+        base.shuffled_like(1)
+    with pytest.raises(ValueError, match="n must be"):
+        vec.shuffled_like(0)
