@@ -584,6 +584,7 @@ def steering_null(
     coef: float,
     questions: list[str] | None = None,
     n_random: int = 5,
+    n_shuffled: int = 1,
     system: str | None = None,
     max_new_tokens: int = 48,
     seed: int = 0,
@@ -595,17 +596,27 @@ def steering_null(
 
     One batched generation answers ``questions`` unsteered, steered by ``vector``, and
     steered by ``n_random`` random directions of the same per-layer norm at the same
-    point (``random_directions_like``); pass ``unsteered``/``steered`` answers you already
+    point (``random_directions_like``) and by ``n_shuffled`` label-shuffled vectors of that
+    norm (``PersonaVector.shuffled_like``: the same answers' pair differences with half
+    the labels swapped; none for a vector without stored pair differences); pass ``unsteered``/``steered`` answers you already
     have (e.g. from a ``sweep`` at that point) to skip generating them again. The gain is
     the mean judged trait minus the unsteered mean; its bootstrap 95 % interval resamples
     questions (gains are paired per question). Returns ``{"gain": stats.null_summary
-    dict, "rows": [...]}`` where each row gives trait, coherence and repetition of one
+    dict plus stats.shuffled_summary's keys, "rows": [...]}`` where each row gives trait, coherence and repetition of one
     condition, so the price of every direction is visible next to its gain.
     ``steering_nulls`` runs the control for several traits with one generation.
     """
     job = NullJob(trait, vector, layer, coef, questions, unsteered, steered)
     return steering_nulls(
-        model, [job], judge, n_random=n_random, system=system, max_new_tokens=max_new_tokens, seed=seed, n_boot=n_boot
+        model,
+        [job],
+        judge,
+        n_random=n_random,
+        n_shuffled=n_shuffled,
+        system=system,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        n_boot=n_boot,
     )[0]
 
 
@@ -629,6 +640,7 @@ def steering_nulls(
     judge,
     *,
     n_random: int = 5,
+    n_shuffled: int = 1,
     system: str | None = None,
     max_new_tokens: int = 48,
     seed: int = 0,
@@ -642,7 +654,10 @@ def steering_nulls(
     jobs = list(jobs)
     if not jobs or not all(isinstance(j, NullJob) for j in jobs):
         raise TypeError("jobs must be a non-empty list of NullJob(trait, vector, layer, coef, ...)")
-    plans = [_null_plan(model, job, n_random, seed) for job in jobs]
+    n_shuffled = integer(n_shuffled, "n_shuffled")
+    if n_shuffled < 0:
+        raise ValueError(f"n_shuffled must be >= 0 (0: no label-shuffled control), got {n_shuffled}")
+    plans = [_null_plan(model, job, n_random, n_shuffled, seed) for job in jobs]
     prompts: list[str] = []
     specs: list[tuple[PersonaVector, int, float] | None] = []
     for plan in plans:
@@ -662,14 +677,18 @@ def steering_nulls(
     return out
 
 
-def _null_plan(model, job: NullJob, n_random: int, seed: int) -> dict:
-    """The conditions of one trait's control (unsteered, its vector, random directions of the
-    same norm) and which of them still need answers."""
+def _null_plan(model, job: NullJob, n_random: int, n_shuffled: int, seed: int) -> dict:
+    """The conditions of one trait's control (unsteered, its vector, random directions and
+    label-shuffled vectors of the same norm) and which of them still need answers."""
     questions = _questions(job.questions, job.trait)
     layer = check_layer(model, job.layer, allow_embeddings=False)
     coef = finite_real(job.coef, "coef")
     conditions = [("unsteered", None), ("persona vector", job.vector)]
     conditions += [(f"random {k}", r) for k, r in enumerate(random_directions_like(job.vector, n_random, seed=seed))]
+    if n_shuffled and job.vector.pair_differences is not None:
+        conditions += [
+            (f"label-shuffled {k}", r) for k, r in enumerate(job.vector.shuffled_like(n_shuffled, seed=seed))
+        ]
     given = {0: job.unsteered, 1: job.steered}
     for k, ans in given.items():
         if ans is not None and len(ans) != len(questions):
@@ -688,7 +707,7 @@ def _null_plan(model, job: NullJob, n_random: int, seed: int) -> dict:
 def _null_measure(job: NullJob, plan: dict, new: list[str], judge, n_boot: int, seed: int) -> dict:
     """Judge one trait's conditions and summarise its gain against the random directions'."""
     from personalab.judges import repetition_rate
-    from personalab.stats import bootstrap_ci, null_summary
+    from personalab.stats import bootstrap_ci, null_summary, shuffled_summary
 
     questions, conditions, given = plan["questions"], plan["conditions"], plan["given"]
     n = len(questions)
@@ -716,8 +735,10 @@ def _null_measure(job: NullJob, plan: dict, new: list[str], judge, n_boot: int, 
 
     every = range(n)
     ci = bootstrap_ci(lambda idx: gain(1, idx), n, n_boot=n_boot, seed=seed)
+    of_kind = lambda kind: [gain(k, every) for k, (name, _) in enumerate(conditions) if name.startswith(kind)]  # noqa: E731
+    value = gain(1, every)
     return {
-        "gain": null_summary(gain(1, every), [gain(k, every) for k in range(2, len(conditions))], ci),
+        "gain": null_summary(value, of_kind("random"), ci) | shuffled_summary(value, of_kind("label-shuffled")),
         "rows": rows,
         "layer": plan["layer"],
         "coef": plan["coef"],

@@ -376,7 +376,8 @@ def test_steering_nulls_share_one_generation_and_match_one_trait_at_a_time(tiny,
             **kw,
         )
         assert [r["answers"] for r in res["rows"]] == [r["answers"] for r in alone["rows"]]
-        assert res["gain"] == alone["gain"] and (res["layer"], res["coef"]) == (job.layer, job.coef)
+        assert res["gain"] == pytest.approx(alone["gain"], nan_ok=True)  # no pairs stored: NaN shuffled keys
+        assert (res["layer"], res["coef"]) == (job.layer, job.coef)
     assert both[1]["rows"][1]["answers"] == ["bb", "c"]
     with pytest.raises(TypeError, match="NullJob"):
         steering_nulls(tiny, [], _CountingJudge())
@@ -444,6 +445,39 @@ def test_steering_null_compares_with_random_directions_of_the_same_norm(tiny, tm
             n_random=3,
             steered=["a", "b"],
         )
+
+
+def test_steering_null_adds_label_shuffled_vectors_when_the_vector_has_pairs(tiny, tmp_cache):
+    """A vector with stored pair differences also gets n_shuffled label-shuffled vectors of its
+    norm (PersonaVector.shuffled_like): their rows equal a plain steer block, and their gains
+    give the shuffled_* keys; a vector without pairs gets none (NaN keys)."""
+    from personalab import traits
+    from personalab.steering import steering_null
+
+    plain = _vec(tiny)
+    diffs = plain.vectors + torch.randn(6, 5, 64, generator=torch.Generator().manual_seed(2))
+    vec = PersonaVector(diffs.mean(0), plain.meta, diffs)
+    qs = ["Hi?", "How are you?", "Why?"]
+    kw = dict(layer=2, coef=1.0, questions=qs, n_random=2, max_new_tokens=4, n_boot=50)
+    out = steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), n_shuffled=2, **kw)
+    rows = {r["condition"]: r for r in out["rows"]}
+    assert list(rows) == ["unsteered", "persona vector", "random 0", "random 1", "label-shuffled 0", "label-shuffled 1"]
+    with steer(tiny, vec.shuffled_like(2)[1], 2, 1.0):
+        want = generate(tiny, [chat_prompt(tiny.tokenizer, q) for q in qs], max_new_tokens=4, cache=False)
+    assert rows["label-shuffled 1"]["answers"] == want
+    g, base = out["gain"], rows["unsteered"]["trait"]
+    shuffled_gains = torch.tensor([rows[f"label-shuffled {k}"]["trait"] - base for k in range(2)])
+    assert g["shuffled_p95"] == pytest.approx(float(torch.quantile(shuffled_gains.double(), 0.95)))
+    assert g["null_p95"] == pytest.approx(
+        float(torch.quantile(torch.tensor([rows[f"random {k}"]["trait"] - base for k in range(2)]).double(), 0.95))
+    )
+    no_pairs = steering_null(tiny, traits.load("sad"), plain, _CountingJudge(), **kw)
+    assert [r["condition"] for r in no_pairs["rows"]][-1] == "random 1"
+    assert math.isnan(no_pairs["gain"]["shuffled_p95"]) and math.isnan(no_pairs["gain"]["shuffled_percentile"])
+    none = steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), n_shuffled=0, **kw)
+    assert len(none["rows"]) == 4 and math.isnan(none["gain"]["shuffled_p95"])
+    with pytest.raises(ValueError, match="n_shuffled must be >= 0"):
+        steering_null(tiny, traits.load("sad"), vec, _CountingJudge(), n_shuffled=-1, **kw)
 
 
 def test_random_directions_like_rejects_zero(tiny):
