@@ -484,12 +484,14 @@ def sweep(
 @dataclass(frozen=True)
 class SweepJob:
     """One trait's part of ``sweep_many``: its vector, the layers to steer, its questions
-    (None: the trait's evaluation questions)."""
+    (None: the trait's evaluation questions) and its system prompt (None: ``sweep_many``'s
+    ``system``), e.g. each trait's own eliciting prompt for a suppression sweep."""
 
     trait: Any
     vector: PersonaVector
     layers: Iterable[int]
     questions: list[str] | None = None
+    system: str | None = None
 
 
 def sweep_many(
@@ -534,7 +536,8 @@ def sweep_many(
         plans.append((job, questions, grid, points))
     prompts, specs = [], []
     for job, questions, _, points in plans:
-        prompts += [chat_prompt(model.tokenizer, q, system) for q in questions] * len(points)
+        own = job.system if job.system is not None else system
+        prompts += [chat_prompt(model.tokenizer, q, own) for q in questions] * len(points)
         specs += [None if p is None else (job.vector, *p) for p in points for _ in questions]
     names = ", ".join(getattr(job.trait, "name", "?") for job in jobs)
     answers = generate(

@@ -215,6 +215,19 @@ def test_sweep_many_is_one_generation_giving_each_trait_its_own_sweep(tiny, tmp_
         assert [r["answers"] for r in rows] == [r["answers"] for r in alone]
     picks = choose_steering_layers(tiny, jobs, judge, coef=0.5, max_new_tokens=4, progress=False)
     assert [p["layer"] in job.layers or not p["from_scan"] for p, job in zip(picks, jobs)] == [True, True]
+    # a job's own system prompt wins over sweep_many's; a job without one takes sweep_many's
+    own = [SweepJob(sad, vec, [1], ["Hi?"], system="You are sad."), SweepJob(pirate, other, [2], ["Why?"])]
+    n_calls = len(calls)
+    mixed = sweep_many(tiny, own, judge, system="You are a pirate.", **kw)
+    prompts = calls[n_calls]  # one generation: 2 points x 1 question per job
+    assert [("You are sad." in p, "You are a pirate." in p) for p in prompts] == [(True, False)] * 2 + [
+        (False, True)
+    ] * 2
+    for job, rows, system in zip(own, mixed, ["You are sad.", "You are a pirate."], strict=True):
+        alone = sweep(
+            tiny, job.trait, job.vector, judge, layers=job.layers, questions=job.questions, system=system, **kw
+        )
+        assert [r["answers"] for r in rows] == [r["answers"] for r in alone]
     with pytest.raises(TypeError, match="SweepJob"):
         sweep_many(tiny, [(sad, vec, [1], None)], judge, coefs=[0.5])
 
