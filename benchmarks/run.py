@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import personalab as pl  # noqa: E402
 from personalab.activations import answer_activations  # noqa: E402
+from personalab.models import cpu_name  # noqa: E402
 from personalab.prompting import chat_prompt, generate  # noqa: E402
 from personalab.results import nest  # noqa: E402
 
@@ -375,6 +376,7 @@ def main() -> None:
         print("note: no chapter results found in build/results: run `make test` or `make book` first", file=sys.stderr)
     flat.update(science)
     flat["meta.threads"] = torch.get_num_threads()
+    flat["meta.cpu"] = cpu_name()  # timings and bfloat16 answers compare only on the same CPU
     flat["meta.measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out = ROOT / "benchmarks" / "results.json"
     out.write_text(json.dumps(nest(flat), indent=2, sort_keys=True) + "\n")

@@ -308,6 +308,24 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@functools.cache
+def cpu_name() -> str:
+    """This CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``) with its count of
+    logical CPUs, e.g. "AMD EPYC x 2": recorded with every timing, as timings (and, through
+    bfloat16 kernels, greedy answers) are comparable only on the same CPU."""
+    import platform
+
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name or platform.processor() or 'unknown CPU'} x {os.cpu_count() or 1}"
+
+
 def bf16_autocast_applies(model, kind: PrecisionKind = "scoring") -> bool:
     """Whether bfloat16 autocast applies to ``kind`` ("scoring", "generation", "training" or
     "activations") passes of ``model`` here: a float32 model on a CPU with native bfloat16

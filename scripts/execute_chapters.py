@@ -136,7 +136,11 @@ def main() -> int:
     total = round(time.time() - start, 1)
     out = ROOT / "build" / "chapter_seconds.json"
     out.write_text(json.dumps(dict(sorted(done.items())), indent=2) + "\n")
-    print("----- chapter durations (each at", args.threads, "thread(s),", args.workers, "at a time) -----")
+    from personalab.models import cpu_name  # timings compare only on the same CPU
+
+    print(
+        "----- chapter durations (each at", args.threads, "thread(s),", args.workers, f"at a time, {cpu_name()}) -----"
+    )
     for name, secs in sorted(done.items()):
         print(f"{secs:8.1f} s  {name}")
     print(f"{total:8.1f} s  all chapters (wall clock)")

@@ -126,3 +126,12 @@ def test_generation_precision_keeps_the_kv_cache_in_bfloat16_and_removes_its_hoo
         assert cached_dtypes() == (torch.bfloat16, torch.bfloat16)
     assert not any(m._forward_hooks for m in hf.modules() if type(m).__name__.endswith("RotaryEmbedding"))
     assert cached_dtypes() == (torch.float32, torch.float32)
+
+
+def test_cpu_name_names_the_cpu_and_its_count():
+    import os
+
+    from personalab.models import cpu_name
+
+    name = cpu_name()
+    assert name.endswith(f" x {os.cpu_count()}") and len(name) > len(f" x {os.cpu_count()}")
