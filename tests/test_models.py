@@ -128,6 +128,74 @@ def test_generation_precision_keeps_the_kv_cache_in_bfloat16_and_removes_its_hoo
     assert cached_dtypes() == (torch.float32, torch.float32)
 
 
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "none"])
+def test_packed_decode_attention_matches_transformers_sdpa(tiny, mask_kind):
+    """One decode step of grouped-query attention: the packed matmul path gives what
+    transformers' own sdpa attention gives, with left padding masked out (boolean or
+    additive mask) or no mask at all; a prefill (several query rows) goes to sdpa itself."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from personalab.models import packed_decode_attention
+
+    attn = tiny._module.model.layers[0].self_attn  # 4 query heads sharing 2 key/value heads
+    g = torch.Generator().manual_seed(0)
+    b, kv_len, dim = 3, 7, 16
+    q = torch.randn(b, 4, 1, dim, generator=g)
+    k, v = torch.randn(b, 2, kv_len, dim, generator=g), torch.randn(b, 2, kv_len, dim, generator=g)
+    keep = torch.ones(b, 1, 1, kv_len, dtype=torch.bool)
+    keep[1, ..., :3] = False  # row 1 is left-padded by 3 positions
+    mask = {"bool": keep, "float": torch.where(keep, 0.0, float("-inf")), "none": None}[mask_kind]
+    got, _ = packed_decode_attention(attn, q, k, v, mask, scaling=0.25)
+    want, _ = sdpa_attention_forward(attn, q, k, v, mask, scaling=0.25)
+    assert got.shape == want.shape == (b, 1, 4, dim)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if mask_kind == "bool":  # the padded positions really are ignored: changing them changes nothing
+        k2, v2 = k.clone(), v.clone()
+        k2[1, :, :3], v2[1, :, :3] = 100.0, 100.0
+        torch.testing.assert_close(packed_decode_attention(attn, q, k2, v2, mask, scaling=0.25)[0][1], got[1])
+    q3 = torch.randn(b, 4, 3, dim, generator=g)  # three query rows: not a decode step
+    torch.testing.assert_close(
+        packed_decode_attention(attn, q3, k, v, None, scaling=0.25)[0],
+        sdpa_attention_forward(attn, q3, k, v, None, scaling=0.25)[0],
+    )
+
+
+def test_generation_precision_swaps_in_packed_decode_attention_and_restores_sdpa(tiny, monkeypatch):
+    """Inside generation_precision the model attends with the packed decode attention (also
+    when nested), afterwards with sdpa again; float32 greedy answers are the same tokens as
+    with sdpa; the cache key names the packed attention only for bfloat16 generation."""
+    from personalab.models import DECODE_ATTENTION, decode_attention_applies, generation_key, generation_precision
+    from personalab.prompting import generate_batch
+
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "0")
+    hf = tiny._module
+    assert hf.config._attn_implementation == "sdpa" and decode_attention_applies(tiny)
+    with generation_precision(tiny):
+        assert hf.config._attn_implementation == DECODE_ATTENTION
+        with generation_precision(tiny):
+            assert hf.config._attn_implementation == DECODE_ATTENTION
+        assert hf.config._attn_implementation == DECODE_ATTENTION
+    assert hf.config._attn_implementation == "sdpa"
+    texts = ["Hi", "Tell me a long story about the sea and the wind"]  # left padding in row 0
+    packed = generate_batch(tiny, texts, 6)
+    assert hf.config._attn_implementation == "sdpa"
+    monkeypatch.setattr("personalab.models.decode_attention_applies", lambda model: False)
+    plain = generate_batch(tiny, texts, 6)
+    assert torch.equal(packed, plain)
+    assert generation_key(tiny) is False
+    monkeypatch.undo()
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "1")
+    monkeypatch.setattr("personalab.models.cpu_has_bf16", lambda: True)
+    assert generation_key(tiny).endswith("packed decode attention")
+    hf.set_attn_implementation("eager")
+    try:
+        assert not decode_attention_applies(tiny) and generation_key(tiny) == "autocast, bfloat16 rotary tables"
+        with generation_precision(tiny):
+            assert hf.config._attn_implementation == "eager"
+    finally:
+        hf.set_attn_implementation("sdpa")
+
+
 def test_cpu_name_names_the_cpu_and_its_count():
     import os
 
