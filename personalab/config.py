@@ -15,6 +15,7 @@ one ``ConfigError`` that names the variable, the value and what is expected. A
 | ``PERSONALAB_PROFILE`` | ``full`` or ``ci`` sizes for chapters 5 and 6 | ``full`` |
 | ``PERSONALAB_JUDGE_MODEL`` | model name for the LLM judge and trait generation | ``gpt-4.1-mini`` |
 | ``PERSONALAB_BF16_SCORING`` / ``_GENERATION`` / ``_TRAINING`` / ``_ACTIVATIONS`` | ``0`` turns bfloat16 autocast off for that kind of pass | ``1`` |
+| ``PERSONALAB_SHARED_PREFIX`` | ``0``: generation never computes a prompt prefix once for the rows that share it | ``1`` |
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Settings(BaseModel):
     bf16_generation: bool = True
     bf16_training: bool = True
     bf16_activations: bool = True
+    shared_prefix: bool = True
 
 
 _EXPECTED = {
@@ -58,6 +60,7 @@ _EXPECTED = {
     "bf16_generation": "0 (off) or 1 (on)",
     "bf16_training": "0 (off) or 1 (on)",
     "bf16_activations": "0 (off) or 1 (on)",
+    "shared_prefix": "0 (off) or 1 (on)",
 }
 
 

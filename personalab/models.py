@@ -358,12 +358,15 @@ def generation_key(model) -> bool | str:
     """How ``generate`` computes here, for the keys of cached answers: ``False`` in float32,
     else a name for bfloat16 autocast with bfloat16 rotary tables (``generation_precision``)
     and, where it applies, the packed decode attention (``decode_attention_applies``), so
-    answers generated before either change are not read back as if they were its own. (In
-    float32 the packed attention gives the same tokens as ``sdpa``: the key stays ``False``.)"""
+    answers generated before either change are not read back as if they were its own; likewise
+    for prompt prefixes computed once for the rows that share them (``prompting.shared_prefix_length``).
+    (In float32 the packed attention and the shared prefixes give the same tokens: the key stays ``False``.)"""
     if not generation_bf16(model):
         return False
     key = "autocast, bfloat16 rotary tables"
-    return key + ", packed decode attention" if decode_attention_applies(model) else key
+    if decode_attention_applies(model):
+        key += ", packed decode attention"
+    return key + ", shared prompt prefixes" if settings().shared_prefix else key
 
 
 # --- Attention for one new token ---------------------------------------------------------

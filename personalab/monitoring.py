@@ -484,6 +484,8 @@ class Monitor:
         self.units = torch.stack([v.unit(layer) for v in vectors])  # [n_traits, d]
         self._steps: list[torch.Tensor] = []
 
+    prefix = "skip"  # reads only the last position of each step (prompting.Intervention)
+
     def cache_key(self) -> None:
         return None  # a monitor must see the run, so its generations are never served from cache
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import nnsight
 import torch
 from tqdm.auto import tqdm
 
 from personalab._io import atomic_write_json, read_json, stable_hash
+from personalab.config import settings
 from personalab.models import (
     check_context,
     generation_key,
@@ -71,6 +72,13 @@ class Intervention(Protocol):
     """Something that acts at some layers in every forward step (steering adds, monitoring reads).
 
     ``cache_key()`` identifies what it does to the output (None = never cache results).
+    An optional ``prefix`` attribute says how it acts on a prompt prefix that a batch's rows
+    share (``shared_prefix_length``): ``"apply"`` = the same at every prompt position, so
+    the shared prefix is computed with it (steering every position, capping); ``"skip"`` =
+    only at the last prompt position or after it (a reader of the last prompt token,
+    steering only the response), so the prefix is computed without it. Without the
+    attribute a batch is never split. A per-row intervention (one with ``select``) also
+    gives ``prefix_key(row)``: rows share a prefix only where those keys are equal.
     """
 
     layers: tuple[int, ...]
@@ -110,30 +118,129 @@ def generate_batch(
     Rows that finished early are padded with the pad token (decode with
     ``skip_special_tokens=True``). Active ``steer`` blocks and ``extra`` interventions
     run at every step. Runs in ``models.generation_precision`` (bfloat16 autocast where the CPU has it).
+    Where the rows share leading prompt tokens (``shared_prefix_length``: a system prompt),
+    those are computed once per distinct prefix and the batch continues from that cache.
     """
     # An intervention with no layers would leave the step loop's body empty, and an
     # nnsight iter loop that touches no module never ends: drop such hooks.
     hooks = [h for h in (*active_interventions(model), *extra) if h.layers]
+    tok = model.tokenizer
     with stage("generation"), generation_precision(model), warnings.catch_warnings():
         # nnsight warns that an open-ended iter loop ends "never reached": expected here.
         warnings.filterwarnings("ignore", message=".*was never reached.*")
-        ids = _run_generation(model, texts, max_new_tokens, sampling or {"do_sample": False}, hooks)
-    prompt_len = model.tokenizer(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+        shared = _shared_prefix_inputs(model, texts, hooks)
+        if shared is None:
+            inputs, kwargs = texts, {}
+            prompt_len = tok(texts, return_tensors="pt", padding=True)["input_ids"].shape[1]
+        else:
+            inputs, cache = shared
+            kwargs = {"past_key_values": cache}
+            prompt_len = inputs["input_ids"].shape[1]
+        ids = _run_generation(model, inputs, max_new_tokens, sampling or {"do_sample": False}, hooks, kwargs)
     return ids[:, prompt_len:]
 
 
-def _run_generation(model, texts, max_new_tokens, sampling, hooks) -> torch.Tensor:
+def _run_generation(model, inputs, max_new_tokens, sampling, hooks, kwargs) -> torch.Tensor:
     tok = model.tokenizer
     with model.generate(
-        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling, **trace_kwargs(model)
+        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **sampling, **kwargs, **trace_kwargs(model)
     ) as tracer:
-        with tracer.invoke(texts):
+        with tracer.invoke(inputs):
             if hooks:
                 for step in tracer.iter[:]:
                     apply_interventions(model, hooks, step)
         with tracer.invoke():  # after an open-ended iter loop: a separate, empty invoke
             ids = nnsight.save(tracer.result)
     return ids
+
+
+# --- A prompt prefix shared by a batch's rows, computed once ----------------------------
+
+MIN_PREFIX_SAVING = 0.1  # split a batch only where it saves at least this share of its prefill tokens
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]], row_keys: Sequence[object] | None = None) -> int:
+    """How many leading tokens to compute once per distinct prefix for a batch of token ids (0 = none).
+
+    Splitting every row after ``k`` tokens costs ``G_k x k`` prefill tokens for the ``G_k``
+    distinct prefixes plus ``rows x (longest - k)`` for the (left-padded) rest, against
+    ``rows x longest`` without a split; the ``k`` that costs least is chosen, if it saves at
+    least ``MIN_PREFIX_SAVING`` of the prefill. Rows whose ``row_keys`` differ (a per-row
+    steering) never share a prefix. Every row keeps at least one token after the split.
+    Why: a batch's prompts often begin with the same system prompt (the model's default,
+    a persona instruction), and on a CPU the prefill of a 40-token prompt costs about as
+    much as generating 48 tokens.
+    """
+    if not ids:
+        return 0
+    rows, longest = len(ids), max(len(x) for x in ids)
+    groups: list[object] = list(row_keys) if row_keys is not None else [None] * rows
+    plain = best = rows * longest
+    best_k = 0
+    for k in range(1, min(len(x) for x in ids)):
+        index: dict[tuple[object, int], int] = {}
+        groups = [index.setdefault((g, x[k - 1]), len(index)) for g, x in zip(groups, ids, strict=True)]
+        cost = len(index) * k + rows * (longest - k)
+        if cost < best:
+            best, best_k = cost, k
+    return best_k if best <= (1 - MIN_PREFIX_SAVING) * plain else 0
+
+
+def _shared_prefix_inputs(model, texts: list[str], hooks: Sequence[Intervention]):
+    """``(inputs, cache)`` for a generation that continues from a shared prefix, or None.
+
+    ``inputs`` holds every row as ``[prefix | left padding | rest]`` (positions follow the
+    attention mask, so the rest continues where its prefix ends); ``cache`` holds each
+    row's prefix keys and values, computed once per distinct prefix, under the hooks whose
+    ``prefix`` is ``"apply"``. None where splitting does not pay, a hook cannot say how it
+    acts on a prefix, the model runs remotely or the tokenizer does not pad on the left.
+    """
+    tok = model.tokenizer
+    modes = [getattr(h, "prefix", None) for h in hooks]
+    if (
+        not settings().shared_prefix
+        or trace_kwargs(model)
+        or tok.padding_side != "left"
+        or not all(m in ("apply", "skip") for m in modes)
+    ):
+        return None
+    ids = tok(texts)["input_ids"]
+    per_row: list[Any] = [h for h, m in zip(hooks, modes, strict=True) if m == "apply" and hasattr(h, "select")]
+    keys = [tuple(h.prefix_key(r) for h in per_row) for r in range(len(ids))] if per_row else None
+    k = shared_prefix_length(ids, keys)
+    if k == 0:
+        return None
+    first: dict[tuple, int] = {}
+    group = [first.setdefault((tuple(x[:k]), keys[r] if keys else None), len(first)) for r, x in enumerate(ids)]
+    reps: list[int] = []  # reps[g] = the first row of group g (groups are numbered as they first appear)
+    for r, g in enumerate(group):
+        if g == len(reps):
+            reps.append(r)
+    prefixes = torch.tensor([ids[r][:k] for r in reps])
+    apply = [h.select(reps) if hasattr(h, "select") else h for h, m in zip(hooks, modes, strict=True) if m == "apply"]
+    cache = _prefix_cache(model, prefixes, apply)
+    index = torch.tensor(group)
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+    longest = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), longest), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), longest), dtype=torch.long)
+    for r, x in enumerate(ids):
+        input_ids[r, :k], mask[r, :k] = torch.tensor(x[:k]), 1
+        input_ids[r, longest - len(x) + k :], mask[r, longest - len(x) + k :] = torch.tensor(x[k:]), 1
+    return {"input_ids": input_ids, "attention_mask": mask}, cache
+
+
+def _prefix_cache(model, prefixes: torch.Tensor, hooks: Sequence[Intervention]):
+    """The KV cache of ``prefixes`` ([groups, k] token ids, no padding) under ``hooks`` (step 0)."""
+    inputs = {"input_ids": prefixes, "attention_mask": torch.ones_like(prefixes)}
+    with torch.no_grad():
+        if not hooks:
+            return model._module(**inputs, use_cache=True, logits_to_keep=1).past_key_values
+        with model.trace(inputs, use_cache=True, logits_to_keep=1):
+            apply_interventions(model, hooks, 0)
+            cache = nnsight.save(model.output.past_key_values)
+    return cache
 
 
 def generate(
@@ -246,6 +353,7 @@ class LastTokenReader:
     """
 
     reads_only = True  # changes no output (generate warns about empty answers only for those that do)
+    prefix = "skip"  # reads only the last prompt position (Intervention)
 
     def __init__(self, n_layers: int, out: torch.Tensor, rows: Sequence[int] | None = None):
         self.layers = tuple(range(n_layers + 1))

@@ -110,6 +110,12 @@ class Steering:
         for layer, d in self.deltas.items():
             _check_push(layer, d)
 
+    @property
+    def prefix(self) -> str:
+        """How it acts on a shared prompt prefix (``prompting.Intervention``): every prompt
+        position is pushed, except with ``positions="response"`` (only the last one)."""
+        return "skip" if self.positions == "response" else "apply"
+
     def delta(self, layer: int) -> torch.Tensor:
         """The vector added at ``layer`` ([d_model])."""
         return self.vector.shift(layer, self.coef, self.coef_mode)
@@ -197,6 +203,7 @@ class Capping:
         self.layers: tuple[int, ...] = (self.layer,)
         self.max_projection = finite_real(max_projection, "max_projection")
         self.model, self.vector = model, vector
+        self.prefix = "apply"  # position by position, the same at every prompt position (prompting.Intervention)
 
     def cache_key(self) -> object:
         return ["cap", stable_hash(self.unit.tolist()), self.layer, self.max_projection]
@@ -309,6 +316,7 @@ class ConditionalSteering:
         self.model, self.vector = model, vector
         self.layers: tuple[int, ...] = tuple(sorted({self.condition_layer, self.layer}))
         self.mask: torch.Tensor | None = None  # [batch, pos] of the current step: where to push
+        self.prefix = "apply"  # position by position, the same at every prompt position (prompting.Intervention)
 
     def cache_key(self) -> object:
         return [
@@ -429,9 +437,16 @@ class RowSteering:
                 self.deltas[sp[1]][i] = sp[0].shift(sp[1], sp[2], coef_mode)
                 _check_push(sp[1], self.deltas[sp[1]][i])
 
+    prefix = "apply"  # every position of a row (prompting.Intervention), rows apart by prefix_key
+
     def select(self, rows: Sequence[int]) -> RowSteering:
         """The same steering for a batch made of ``rows`` (indices into ``specs``)."""
         return RowSteering(self.model, [self.specs[i] for i in rows], self.coef_mode)
+
+    def prefix_key(self, row: int) -> object:
+        """Rows share a prompt prefix only where they are steered alike (``prompting.shared_prefix_length``)."""
+        sp = self.specs[row]
+        return None if sp is None else (id(sp[0]), sp[1], sp[2])
 
     def cache_key(self) -> object:
         return ["row-steer", self.coef_mode, {layer: stable_hash(d.tolist()) for layer, d in self.deltas.items()}]

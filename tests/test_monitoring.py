@@ -187,9 +187,11 @@ def test_prediction_experiment_on_tiny(lively, tmp_cache):
     assert sweep["layers"] == [1, 2] and len(sweep["r_per_prompt"]) == 2
     assert sweep["r_per_sample"][1] == pytest.approx(exp["r_per_sample"], nan_ok=True, abs=1e-5)
     # the stored last-token activations are what a fresh pass gives, and sweeps on them match a recomputation
+    # (to float32 rounding at this model's scale, |h| up to ~300: the generation computes the prompts'
+    # shared system prefix once, in a batch of another shape)
     assert exp["last_token"].shape == (16, 5, 64)
     torch.testing.assert_close(
-        exp["last_token"][:, 3], last_token_activations(lively, exp["prompts"], 3), atol=1e-4, rtol=1e-4
+        exp["last_token"][:, 3], last_token_activations(lively, exp["prompts"], 3), atol=2e-3, rtol=1e-4
     )
     recomputed = r_by_layer(lively, {k: v for k, v in exp.items() if k != "last_token"}, vec, [1, 2])
     assert recomputed["r_per_prompt"] == pytest.approx(sweep["r_per_prompt"], nan_ok=True, abs=1e-5)
