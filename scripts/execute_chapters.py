@@ -3,7 +3,8 @@
     python scripts/execute_chapters.py --workers 2 build/book/chapters/*.ipynb
 
 Each chapter runs in its own ``pytest --nbmake --overwrite`` process (so its outputs
-land in the notebook) with ``PERSONALAB_THREADS`` threads (default 1) and
+land in the notebook) with ``PERSONALAB_THREADS`` threads (default 1; the BLAS and OpenMP
+thread counts of numpy, scipy and scikit-learn are set to the same) and
 ``PERSONALAB_CHAPTER`` set, so the library's stage profiler (``personalab.profiling``)
 records where the chapter's time goes. A chapter starts only when the chapters it reads
 from have passed (``NEEDS``: later chapters load chapter 2's cached persona vectors and
@@ -69,8 +70,16 @@ def chain_seconds(notebooks: list[Path], est: dict[str, float]) -> dict[Path, fl
     return {nb: chain(nb) for nb in notebooks}
 
 
+# The numpy/scipy/scikit-learn maths of a chapter (OpenBLAS, OpenMP) would otherwise start a thread
+# per core beside the other chapter's: with another process busy on one of the two cores, 651
+# logistic-regression fits (chapter 8's probe shape: 80 x 576) took 4.45 s at two BLAS threads
+# and 1.42 s at one (1.58 and 1.56 s with the cores idle), measured on this 2-core machine.
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def launch(nb: Path, threads: int, timeout: int, logs: Path) -> subprocess.Popen:
     env = dict(os.environ, PERSONALAB_THREADS=str(threads), PERSONALAB_CHAPTER=nb.stem)
+    env.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})  # the chapter's threads, for every library
     log = (logs / f"{nb.stem}.log").open("w")
     cmd = [
         sys.executable,
