@@ -36,6 +36,7 @@ from personalab.config import settings
 from personalab.llm_client import JudgeError, make_openai_client
 from personalab.models import length_batches, model_id, scoring_precision
 from personalab.profiling import staged
+from personalab.prompting import shared_prefix_length, split_rows
 from personalab.traits import Trait
 from personalab.validate import finite_real, integer, positive_int, same_length, text_list
 
@@ -191,14 +192,19 @@ def _embedder():
     return SentenceTransformer(path, device="cpu")
 
 
-def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> list[float]:
+def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batch_size: int = 64) -> list[float]:
     """Mean per-token log-probability of each answer after "Question: ...\nAnswer: ".
 
     A plain-text context (no chat template, no system prompt) keeps this cheap and
     independent of the persona prompt. Runs the plain (unsteered) model: a judge must
     not be affected by ``steer`` blocks. Only the answer positions' logits are computed,
     and texts of similar length share a batch (less padding); scores come back in the
-    order given.
+    order given. Where a batch's answers share a question, its tokens run once
+    (``prompting.shared_prefix_length``; ``PERSONALAB_SHARED_PREFIX=0`` turns it off):
+    measured by hand at one thread (bfloat16 autocast), 128 answers to 8 questions took
+    12.5-12.7 s in batches of 64 against 14.2-14.4 s in the batches of 16 used before
+    (batches of 64 without the shared question: 14.3-15.2 s); in float32 the scores are the
+    same, under autocast they move by at most 0.02 nats (batches of 16 against 64: 0.011).
     """
     tok, hf = model.tokenizer, model._module
     questions = text_list(questions, "questions", allow_blank=True, allow_empty=True)
@@ -209,7 +215,8 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
         return []
     prompts = [f"Question: {q}\nAnswer: " for q in questions]
     full = [p + a for p, a in zip(prompts, answers, strict=True)]
-    n_full = [len(ids) for ids in tok(full)["input_ids"]]
+    full_ids = tok(full)["input_ids"]
+    n_full = [len(ids) for ids in full_ids]
     n_all = [n - len(ids) for n, ids in zip(n_full, tok(prompts)["input_ids"], strict=True)]
     scores: dict[int, float] = {}
     for rows in length_batches(n_full, batch_size):
@@ -218,10 +225,26 @@ def answer_logprob(model, questions: Sequence[str], answers: Sequence[str], batc
             scores.update({i: float("-inf") for i in rows})
             continue
         keep = max(n_ans) + 1
-        enc = tok([full[i] for i in rows], return_tensors="pt", padding=True)
+        # the question's tokens, shared by its answers, run once where that pays (generate does the same)
+        ids = [full_ids[i] for i in rows]
+        k = shared_prefix_length(ids, max_length=min(n_full[i] - n_all[i] for i in rows) - 1)
         with torch.no_grad(), scoring_precision(model):
-            logits = hf(**enc, logits_to_keep=keep).logits[:, :-1].float()  # predicts the last keep-1 tokens
-        targets = enc["input_ids"][:, -(keep - 1) :]
+            if k and settings().shared_prefix:
+                split = split_rows(ids, k, tok.pad_token_id)
+                cache = split.expand(hf(input_ids=split.prefixes, use_cache=True, logits_to_keep=1).past_key_values)
+                input_ids = split.input_ids
+                out = hf(
+                    input_ids=input_ids[:, k:],
+                    attention_mask=split.attention_mask,
+                    position_ids=split.positions(),
+                    past_key_values=cache,
+                    logits_to_keep=keep,
+                )
+            else:
+                enc = tok([full[i] for i in rows], return_tensors="pt", padding=True)
+                input_ids, out = enc["input_ids"], hf(**enc, logits_to_keep=keep)
+        logits = out.logits[:, :-1].float()  # predicts the last keep-1 tokens
+        targets = input_ids[:, -(keep - 1) :]
         tok_lp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
         for j, (i, n) in enumerate(zip(rows, n_ans, strict=True)):
             scores[i] = tok_lp[j, -n:].mean().item() if n > 0 else float("-inf")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import nnsight
@@ -159,17 +160,19 @@ def _run_generation(model, inputs, max_new_tokens, sampling, hooks, kwargs) -> t
 MIN_PREFIX_SAVING = 0.1  # split a batch only where it saves at least this share of its prefill tokens
 
 
-def shared_prefix_length(ids: Sequence[Sequence[int]], row_keys: Sequence[object] | None = None) -> int:
+def shared_prefix_length(
+    ids: Sequence[Sequence[int]], row_keys: Sequence[object] | None = None, max_length: int | None = None
+) -> int:
     """How many leading tokens to compute once per distinct prefix for a batch of token ids (0 = none).
 
     Splitting every row after ``k`` tokens costs ``G_k x k`` prefill tokens for the ``G_k``
     distinct prefixes plus ``rows x (longest - k)`` for the (left-padded) rest, against
     ``rows x longest`` without a split; the ``k`` that costs least is chosen, if it saves at
     least ``MIN_PREFIX_SAVING`` of the prefill. Rows whose ``row_keys`` differ (a per-row
-    steering) never share a prefix. Every row keeps at least one token after the split.
-    Why: a batch's prompts often begin with the same system prompt (the model's default,
-    a persona instruction), and on a CPU the prefill of a 40-token prompt costs about as
-    much as generating 48 tokens.
+    steering) never share a prefix. Every row keeps at least one token after the split, and
+    ``k`` is at most ``max_length``. Why: a batch's prompts often begin with the same system
+    prompt (the model's default, a persona instruction), and on a CPU the prefill of a
+    40-token prompt costs about as much as generating 48 tokens.
     """
     if not ids:
         return 0
@@ -177,7 +180,8 @@ def shared_prefix_length(ids: Sequence[Sequence[int]], row_keys: Sequence[object
     groups: list[object] = list(row_keys) if row_keys is not None else [None] * rows
     plain = best = rows * longest
     best_k = 0
-    for k in range(1, min(len(x) for x in ids)):
+    top = min(len(x) for x in ids) - 1 if max_length is None else min(min(len(x) for x in ids) - 1, max_length)
+    for k in range(1, top + 1):
         index: dict[tuple[object, int], int] = {}
         groups = [index.setdefault((g, x[k - 1]), len(index)) for g, x in zip(groups, ids, strict=True)]
         cost = len(index) * k + rows * (longest - k)
@@ -186,12 +190,56 @@ def shared_prefix_length(ids: Sequence[Sequence[int]], row_keys: Sequence[object
     return best_k if best <= (1 - MIN_PREFIX_SAVING) * plain else 0
 
 
+@dataclass(frozen=True)
+class PrefixSplit:
+    """A batch's rows split after ``k`` tokens (``split_rows``): the distinct prefixes to run once
+    and every row laid out as ``[prefix | left padding | rest]``, so that positions counted
+    along the attention mask continue the rest where its prefix ends."""
+
+    k: int
+    prefixes: torch.Tensor  # [groups, k] token ids
+    group: torch.Tensor  # [rows]: the prefix of each row
+    reps: list[int]  # reps[g] = the first row whose prefix is g
+    input_ids: torch.Tensor  # [rows, longest]
+    attention_mask: torch.Tensor  # [rows, longest]
+
+    def positions(self) -> torch.Tensor:
+        """Position ids of the rest ([rows, longest - k]): a plain forward does not count them from the mask."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)[:, self.k :]
+
+    def expand(self, cache):
+        """``cache`` of the prefixes ([groups, ...]) made one row per batch row, in place."""
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, self.group), layer.values.index_select(0, self.group)
+        return cache
+
+
+def split_rows(
+    ids: Sequence[Sequence[int]], k: int, pad_id: int, row_keys: Sequence[object] | None = None
+) -> PrefixSplit:
+    """Rows of token ids split after their first ``k`` tokens (see ``PrefixSplit``); rows with other
+    ``row_keys`` get prefixes of their own."""
+    first: dict[tuple, int] = {}
+    group = [first.setdefault((tuple(x[:k]), row_keys[r] if row_keys else None), len(first)) for r, x in enumerate(ids)]
+    reps: list[int] = []  # groups are numbered as they first appear
+    for r, g in enumerate(group):
+        if g == len(reps):
+            reps.append(r)
+    longest = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), longest), dtype=torch.long)
+    for r, x in enumerate(ids):
+        input_ids[r, :k], mask[r, :k] = torch.tensor(x[:k]), 1
+        input_ids[r, longest - len(x) + k :], mask[r, longest - len(x) + k :] = torch.tensor(x[k:]), 1
+    prefixes = torch.tensor([ids[r][:k] for r in reps], dtype=torch.long)
+    return PrefixSplit(k, prefixes, torch.tensor(group), reps, input_ids, mask)
+
+
 def _shared_prefix_inputs(model, texts: list[str], hooks: Sequence[Intervention]):
     """``(inputs, cache)`` for a generation that continues from a shared prefix, or None.
 
-    ``inputs`` holds every row as ``[prefix | left padding | rest]`` (positions follow the
-    attention mask, so the rest continues where its prefix ends); ``cache`` holds each
-    row's prefix keys and values, computed once per distinct prefix, under the hooks whose
+    ``inputs`` holds every row as ``split_rows`` lays it out; ``cache`` holds each row's
+    prefix keys and values, computed once per distinct prefix, under the hooks whose
     ``prefix`` is ``"apply"``. None where splitting does not pay, a hook cannot say how it
     acts on a prefix, the model runs remotely or the tokenizer does not pad on the left.
     """
@@ -210,25 +258,12 @@ def _shared_prefix_inputs(model, texts: list[str], hooks: Sequence[Intervention]
     k = shared_prefix_length(ids, keys)
     if k == 0:
         return None
-    first: dict[tuple, int] = {}
-    group = [first.setdefault((tuple(x[:k]), keys[r] if keys else None), len(first)) for r, x in enumerate(ids)]
-    reps: list[int] = []  # reps[g] = the first row of group g (groups are numbered as they first appear)
-    for r, g in enumerate(group):
-        if g == len(reps):
-            reps.append(r)
-    prefixes = torch.tensor([ids[r][:k] for r in reps])
-    apply = [h.select(reps) if hasattr(h, "select") else h for h, m in zip(hooks, modes, strict=True) if m == "apply"]
-    cache = _prefix_cache(model, prefixes, apply)
-    index = torch.tensor(group)
-    for layer in cache.layers:
-        layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
-    longest = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), longest), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), longest), dtype=torch.long)
-    for r, x in enumerate(ids):
-        input_ids[r, :k], mask[r, :k] = torch.tensor(x[:k]), 1
-        input_ids[r, longest - len(x) + k :], mask[r, longest - len(x) + k :] = torch.tensor(x[k:]), 1
-    return {"input_ids": input_ids, "attention_mask": mask}, cache
+    split = split_rows(ids, k, tok.pad_token_id, keys)
+    apply = [
+        h.select(split.reps) if hasattr(h, "select") else h for h, m in zip(hooks, modes, strict=True) if m == "apply"
+    ]
+    cache = split.expand(_prefix_cache(model, split.prefixes, apply))
+    return {"input_ids": split.input_ids, "attention_mask": split.attention_mask}, cache
 
 
 def _prefix_cache(model, prefixes: torch.Tensor, hooks: Sequence[Intervention]):

@@ -115,3 +115,25 @@ def test_readers_of_the_last_prompt_token_see_the_same_values(lively, monkeypatc
     assert results[0].answers == results[1].answers
     for a, b in zip(results[0].projections, results[1].projections, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5 * float(b.abs().amax()), rtol=0)
+
+
+def test_answer_logprob_from_a_shared_question_matches_each_text_alone(lively, monkeypatch):
+    from personalab import judges
+
+    questions = ["Why is the sky blue?"] * 3 + ["What do cats eat?"] * 3
+    answers = ["Because of the air.", "Light scatters.", "It is not.", "Fish.", "Mice and birds.", "Cat food!"]
+    splits = []
+    real = judges.split_rows
+    monkeypatch.setattr(judges, "split_rows", lambda *a, **kw: splits.append(a[1]) or real(*a, **kw))
+    monkeypatch.setenv("PERSONALAB_SHARED_PREFIX", "1")
+    got = judges.answer_logprob(lively, questions, answers)
+    assert splits and splits[0] > 3  # the batch ran each question's tokens once
+    tok, hf = lively.tokenizer, lively._module
+    for q, a, lp in zip(questions, answers, got, strict=True):
+        prompt = f"Question: {q}\nAnswer: "
+        ids = tok(prompt + a, return_tensors="pt")["input_ids"]
+        n = ids.shape[1] - len(tok(prompt)["input_ids"])
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(ids).logits[0, :-1].float(), -1)
+        want = logp[torch.arange(ids.shape[1] - 1), ids[0, 1:]][-n:].mean().item()
+        assert lp == pytest.approx(want, rel=1e-4, abs=1e-4)
