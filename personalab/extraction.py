@@ -456,8 +456,9 @@ def _heldout_check(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict | N
 def trait_effect_size(model, trait: Trait, judge: Judge, *, split: QuestionSplit = "evaluation", **gen_kwargs) -> dict:
     """Does the model follow the trait's system prompts? Cohen's d of judged p+ vs p- answers.
 
-    Returns ``{"d", "mean_pos", "mean_neg", "n", "cset"}``; ``trait_effect_sizes`` measures
-    several traits with one generation."""
+    Returns ``{"d", "mean_pos", "mean_neg", "n", "cset", "summary"}``, ``summary`` being d
+    with its interval over questions and a sign-flip null (``stats.paired_d_summary``);
+    ``trait_effect_sizes`` measures several traits with one generation."""
     return trait_effect_sizes(model, [trait], judge, split=split, **gen_kwargs)[trait.name]
 
 
@@ -466,7 +467,7 @@ def trait_effect_sizes(
 ) -> dict[str, dict]:
     """``trait_effect_size`` for each trait, every trait's pairs answered in one generation
     (``generate_contrastive_many``: fuller batches)."""
-    from personalab.stats import cohens_d
+    from personalab.stats import cohens_d, paired_d_summary
 
     traits, out = list(traits), {}
     for trait, cset in zip(traits, generate_contrastive_many(model, traits, split=split, **gen_kwargs), strict=True):
@@ -478,6 +479,7 @@ def trait_effect_sizes(
             "mean_neg": neg.nanmean().item(),
             "n": len(cset),
             "cset": cset,
+            "summary": paired_d_summary(pos, neg),
         }
     return out
 

@@ -411,6 +411,7 @@ def test_trait_effect_sizes_share_one_generation(tiny, tmp_cache, monkeypatch):
     for name in ("toy", "other"):
         r = out[name]
         assert r["n"] == 2 and r["mean_pos"] == 90 and r["mean_neg"] == 10.5 and r["d"] > 10
+        assert r["summary"]["value"] == r["d"] and r["summary"]["n"] == 2  # with its interval and null
         assert r["cset"].settings["split"] == "evaluation"
     one = extraction.trait_effect_size(tiny, toy, AlternatingJudge(), max_new_tokens=3)
     assert one["d"] == out["toy"]["d"] and calls[-1] == calls[0][:4]  # alone: toy's own prompts

@@ -99,3 +99,21 @@ def test_shuffled_summary_is_null_summary_under_its_own_names():
     assert shuffled_summary(0.6, null) == {"shuffled_p95": want["null_p95"], "shuffled_percentile": want["percentile"]}
     for empty in (None, []):
         assert all(math.isnan(v) for v in shuffled_summary(0.6, empty).values())
+
+
+def test_paired_d_summary_interval_null_and_missing_pairs():
+    from personalab.stats import cohens_d, paired_d_summary
+
+    torch.manual_seed(0)
+    neg = torch.randn(20) * 10 + 30
+    pos = neg + 15 + torch.randn(20) * 5  # a prompt that moves every answer
+    out = paired_d_summary(pos, neg, n_boot=300, n_null=300)
+    assert out["value"] == pytest.approx(cohens_d(pos, neg)) and out["n"] == 20
+    assert out["ci_low"] < out["value"] < out["ci_high"] and out["ci_low"] > out["null_p95"]
+    assert out["percentile"] == 100.0
+    same = paired_d_summary(neg + torch.randn(20), neg, n_boot=300, n_null=300)  # a prompt that changes nothing
+    assert same["ci_low"] < same["null_p95"] and 1 < same["percentile"] < 99
+    pos[3] = float("nan")
+    assert paired_d_summary(pos, neg, n_boot=50, n_null=50)["n"] == 19  # the pair with a NaN is left out
+    with pytest.raises(ValueError, match="paired"):
+        paired_d_summary(pos, neg[:5])
