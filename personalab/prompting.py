@@ -171,8 +171,9 @@ def shared_prefix_length(
     least ``MIN_PREFIX_SAVING`` of the prefill. Rows whose ``row_keys`` differ (a per-row
     steering) never share a prefix. Every row keeps at least one token after the split, and
     ``k`` is at most ``max_length``. Why: a batch's prompts often begin with the same system
-    prompt (the model's default, a persona instruction), and on a CPU the prefill of a
-    40-token prompt costs about as much as generating 48 tokens.
+    prompt (the model's default, a persona instruction), and on a CPU the prefill is a large
+    share of a generation (by hand, one thread, bfloat16 autocast: 6.9 s of 20.6 s for 128
+    prompts of 41 tokens and 48 new tokens).
     """
     if not ids:
         return 0
