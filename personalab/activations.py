@@ -80,19 +80,20 @@ def answer_activations(
         if n_t <= n_p:
             raise ValueError(f"answer {i} is empty after tokenization: nothing to average over")
     rows: dict[int, dict[str, torch.Tensor]] = {}
-    for idx in tqdm(length_batches(n_total, batch_size), desc=desc, leave=False):
-        with activation_precision(model):
+    # one autocast region for every batch: autocast casts the weights once per region, not per batch
+    with activation_precision(model):
+        for idx in tqdm(length_batches(n_total, batch_size), desc=desc, leave=False):
             hs = residual_stream(model, [prompts[i] + answers[i] for i in idx], upto=upto)  # [b, L+1, seq, d]
-        seq = hs.shape[2]
-        for j, i in enumerate(idx):
-            h = hs[j, :, seq - n_total[i] :]  # [L+1, tokens, d] without padding
-            resp = h[:, n_prompt[i] :]
-            rows[i] = {
-                "response": resp.mean(1),
-                "prompt": h[:, : n_prompt[i]].mean(1),
-                "last_prompt": h[:, n_prompt[i] - 1],
-                "response_norm": resp.norm(dim=-1).mean(1),
-            }
+            seq = hs.shape[2]
+            for j, i in enumerate(idx):
+                h = hs[j, :, seq - n_total[i] :]  # [L+1, tokens, d] without padding
+                resp = h[:, n_prompt[i] :]
+                rows[i] = {
+                    "response": resp.mean(1),
+                    "prompt": h[:, : n_prompt[i]].mean(1),
+                    "last_prompt": h[:, n_prompt[i] - 1],
+                    "response_norm": resp.norm(dim=-1).mean(1),
+                }
     return {k: torch.stack([rows[i][k] for i in range(len(prompts))]) for k in (*POOLINGS, "response_norm")}
 
 

@@ -137,14 +137,16 @@ def choice_logprobs(
     packs = [_pack(tok, p, cs) for p, cs in zip(prompts, choices, strict=True)]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list[torch.Tensor] = [torch.empty(0)] * len(packs)
-    for rows in length_batches([len(p.ids) for p in packs], batch_size):
-        batch = [packs[i] for i in rows]
-        keep = sorted({q for p in batch for tgt in p.targets for q, _ in tgt})  # rows whose logits are needed
-        logits = _scoring_logits(model, _packed_batch(batch, pad_id), torch.tensor(keep))  # [b, len(keep), vocab]
-        logp = torch.log_softmax(logits, -1)
-        at = {q: k for k, q in enumerate(keep)}
-        for b, (i, p) in enumerate(zip(rows, batch, strict=True)):
-            out[i] = torch.stack([sum((logp[b, at[q], t] for q, t in tgt), torch.tensor(0.0)) for tgt in p.targets])
+    # one autocast region for every batch: autocast casts the weights once per region, not per batch
+    with scoring_precision(model):
+        for rows in length_batches([len(p.ids) for p in packs], batch_size):
+            batch = [packs[i] for i in rows]
+            keep = sorted({q for p in batch for tgt in p.targets for q, _ in tgt})  # rows whose logits are needed
+            logits = _scoring_logits(model, _packed_batch(batch, pad_id), torch.tensor(keep))  # [b, keep, vocab]
+            logp = torch.log_softmax(logits, -1)
+            at = {q: k for k, q in enumerate(keep)}
+            for b, (i, p) in enumerate(zip(rows, batch, strict=True)):
+                out[i] = torch.stack([sum((logp[b, at[q], t] for q, t in tgt), torch.tensor(0.0)) for tgt in p.targets])
     return out
 
 

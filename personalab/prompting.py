@@ -173,9 +173,11 @@ def shared_prefix_length(
     ``k`` is at most ``max_length``. Why: a batch's prompts often begin with the same system
     prompt (the model's default, a persona instruction), and on a CPU the prefill is a large
     share of a generation (by hand, one thread, bfloat16 autocast: 6.9 s of 20.6 s for 128
-    prompts of 41 tokens and 48 new tokens).
+    prompts of 41 tokens and 48 new tokens). Always 0 where the ``PERSONALAB_SHARED_PREFIX``
+    setting is off (the one place that reads it for ``generate`` and the judge).
     """
-    if not ids:
+    _check_row_keys(ids, row_keys)
+    if not ids or not settings().shared_prefix:
         return 0
     rows, longest = len(ids), max(len(x) for x in ids)
     groups: list[object] = list(row_keys) if row_keys is not None else [None] * rows
@@ -189,6 +191,11 @@ def shared_prefix_length(
         if cost < best:
             best, best_k = cost, k
     return best_k if best <= (1 - MIN_PREFIX_SAVING) * plain else 0
+
+
+def _check_row_keys(ids: Sequence[Sequence[int]], row_keys: Sequence[object] | None) -> None:
+    if row_keys is not None and len(row_keys) != len(ids):
+        raise ValueError(f"row_keys must give one key per row: {len(row_keys)} keys for {len(ids)} rows")
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,12 @@ def split_rows(
 ) -> PrefixSplit:
     """Rows of token ids split after their first ``k`` tokens (see ``PrefixSplit``); rows with other
     ``row_keys`` get prefixes of their own."""
+    _check_row_keys(ids, row_keys)
+    if not ids or not 0 < k < min(len(x) for x in ids):
+        raise ValueError(
+            f"k must leave every row at least one token after the split: k={k}, shortest row "
+            f"{min((len(x) for x in ids), default=0)} tokens"
+        )
     first: dict[tuple, int] = {}
     group = [first.setdefault((tuple(x[:k]), row_keys[r] if row_keys else None), len(first)) for r, x in enumerate(ids)]
     reps: list[int] = []  # groups are numbered as they first appear
@@ -246,12 +259,7 @@ def _shared_prefix_inputs(model, texts: list[str], hooks: Sequence[Intervention]
     """
     tok = model.tokenizer
     modes = [getattr(h, "prefix", None) for h in hooks]
-    if (
-        not settings().shared_prefix
-        or trace_kwargs(model)
-        or tok.padding_side != "left"
-        or not all(m in ("apply", "skip") for m in modes)
-    ):
+    if trace_kwargs(model) or tok.padding_side != "left" or not all(m in ("apply", "skip") for m in modes):
         return None
     ids = tok(texts)["input_ids"]
     per_row: list[Any] = [h for h, m in zip(hooks, modes, strict=True) if m == "apply" and hasattr(h, "select")]
@@ -263,12 +271,13 @@ def _shared_prefix_inputs(model, texts: list[str], hooks: Sequence[Intervention]
     apply = [
         h.select(split.reps) if hasattr(h, "select") else h for h, m in zip(hooks, modes, strict=True) if m == "apply"
     ]
-    cache = split.expand(_prefix_cache(model, split.prefixes, apply))
+    cache = split.expand(prefix_cache(model, split.prefixes, apply))
     return {"input_ids": split.input_ids, "attention_mask": split.attention_mask}, cache
 
 
-def _prefix_cache(model, prefixes: torch.Tensor, hooks: Sequence[Intervention]):
-    """The KV cache of ``prefixes`` ([groups, k] token ids, no padding) under ``hooks`` (step 0)."""
+def prefix_cache(model, prefixes: torch.Tensor, hooks: Sequence[Intervention] = ()):
+    """The KV cache of ``prefixes`` ([groups, k] token ids, no padding) under ``hooks`` (step 0);
+    without hooks a plain forward of the model (the judge's pass uses it so)."""
     inputs = {"input_ids": prefixes, "attention_mask": torch.ones_like(prefixes)}
     with torch.no_grad():
         if not hooks:

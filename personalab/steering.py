@@ -197,13 +197,14 @@ class Capping:
     generation step. A position at or below the cap is left exactly as it was; one above
     it loses only the excess along ``u``. Use via ``cap``."""
 
+    prefix = "apply"  # position by position, the same at every prompt position (prompting.Intervention)
+
     def __init__(self, model, vector: PersonaVector, layer: int, max_projection: float):
         self.layer = check_layer(model, layer, allow_embeddings=False)
         self.unit = _direction(model, vector, self.layer, "vector")
         self.layers: tuple[int, ...] = (self.layer,)
         self.max_projection = finite_real(max_projection, "max_projection")
         self.model, self.vector = model, vector
-        self.prefix = "apply"  # position by position, the same at every prompt position (prompting.Intervention)
 
     def cache_key(self) -> object:
         return ["cap", stable_hash(self.unit.tolist()), self.layer, self.max_projection]
@@ -284,6 +285,8 @@ class ConditionalSteering:
     ``condition_layer`` projects on the ``condition`` direction (unit) above ``threshold``.
     Use via ``steer_when``."""
 
+    prefix = "apply"  # position by position, the same at every prompt position (prompting.Intervention)
+
     def __init__(
         self,
         model,
@@ -316,7 +319,6 @@ class ConditionalSteering:
         self.model, self.vector = model, vector
         self.layers: tuple[int, ...] = tuple(sorted({self.condition_layer, self.layer}))
         self.mask: torch.Tensor | None = None  # [batch, pos] of the current step: where to push
-        self.prefix = "apply"  # position by position, the same at every prompt position (prompting.Intervention)
 
     def cache_key(self) -> object:
         return [

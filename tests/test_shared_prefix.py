@@ -52,13 +52,13 @@ def _both(model, monkeypatch, texts, make_extra=lambda: ()):
     calls = []
     from personalab import prompting
 
-    real = prompting._prefix_cache
+    real = prompting.prefix_cache
 
     def spy(m, prefixes, hooks):
         calls.append(prefixes.shape)
         return real(m, prefixes, hooks)
 
-    monkeypatch.setattr(prompting, "_prefix_cache", spy)
+    monkeypatch.setattr(prompting, "prefix_cache", spy)
     monkeypatch.setenv("PERSONALAB_SHARED_PREFIX", "1")
     shared = generate_batch(model, texts, 6, extra=make_extra())
     monkeypatch.setenv("PERSONALAB_SHARED_PREFIX", "0")
@@ -137,3 +137,25 @@ def test_answer_logprob_from_a_shared_question_matches_each_text_alone(lively, m
             logp = torch.log_softmax(hf(ids).logits[0, :-1].float(), -1)
         want = logp[torch.arange(ids.shape[1] - 1), ids[0, 1:]][-n:].mean().item()
         assert lp == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
+def test_row_keys_and_split_points_are_checked():
+    from personalab.prompting import split_rows
+
+    rows = [[1, 2, 3, 4], [1, 2, 3, 5]]
+    with pytest.raises(ValueError, match="one key per row: 1 keys for 2 rows"):
+        shared_prefix_length(rows, row_keys=["a"])
+    with pytest.raises(ValueError, match="one key per row: 3 keys for 2 rows"):
+        split_rows(rows, 2, 0, row_keys=["a", "b", "c"])
+    for k in (0, 4):  # nothing shared, or no token left after the split
+        with pytest.raises(ValueError, match="at least one token after the split"):
+            split_rows(rows, k, 0)
+
+
+def test_the_setting_turns_prefix_sharing_off_in_one_place(monkeypatch):
+    head = list(range(1, 11))
+    rows = [head + [100 + i, 200 + i] for i in range(8)]
+    monkeypatch.setenv("PERSONALAB_SHARED_PREFIX", "0")
+    assert shared_prefix_length(rows) == 0  # so neither generate nor the judge splits a batch
+    monkeypatch.setenv("PERSONALAB_SHARED_PREFIX", "1")
+    assert shared_prefix_length(rows) == 10

@@ -117,3 +117,5 @@ def test_paired_d_summary_interval_null_and_missing_pairs():
     assert paired_d_summary(pos, neg, n_boot=50, n_null=50)["n"] == 19  # the pair with a NaN is left out
     with pytest.raises(ValueError, match="paired"):
         paired_d_summary(pos, neg[:5])
+    with pytest.raises(ValueError, match="at least 2 complete pairs, got 1"):  # NaNs leave one pair
+        paired_d_summary([1.0, float("nan"), 3.0], [0.5, 2.0, float("nan")])
