@@ -111,6 +111,8 @@ interop: setup
 	  $(BIN)/pip install -q -c $(LOCK) llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	$(BIN)/python scripts/interop_llama_cpp.py
 
+# The bench reads the chapters' results and cached vectors of the `make test` run before it: the same profile.
+bench: export PERSONALAB_PROFILE = ci
 bench: setup
 	$(BIN)/python benchmarks/run.py
 

@@ -12,7 +12,7 @@ one ``ConfigError`` that names the variable, the value and what is expected. A
 | ``PERSONALAB_CACHE`` | cache folder (models, generations, vectors, adapters) | ``~/.cache/personalab`` |
 | ``PERSONALAB_RESULTS`` | where chapters record measured results | ``build/results`` |
 | ``PERSONALAB_CHAPTER`` | the chapter being executed (set by the book's runner) | unset |
-| ``PERSONALAB_PROFILE`` | ``full`` or ``ci`` sizes for chapters 5 and 6 | ``full`` |
+| ``PERSONALAB_PROFILE`` | ``full`` or ``ci``: fine-tuning sizes, sampled extraction rounds | ``full`` |
 | ``PERSONALAB_JUDGE_MODEL`` | model name for the LLM judge and trait generation | ``gpt-4.1-mini`` |
 | ``PERSONALAB_BF16_SCORING`` / ``_GENERATION`` / ``_TRAINING`` / ``_ACTIVATIONS`` | ``0`` turns bfloat16 autocast off for that kind of pass | ``1`` |
 | ``PERSONALAB_SHARED_PREFIX`` | ``0``: generation never computes a prompt prefix once for the rows that share it | ``1`` |

@@ -161,6 +161,9 @@ class PersonaVector:
         its direction separates held-out answers better than label-shuffled vectors do."""
         kept, pairs = self.meta.get("n_kept"), self.meta.get("n_pairs")
         line = f"{self.trait}: {kept if kept is not None else '?'} kept pairs of {pairs if pairs is not None else '?'}"
+        rounds = (self.meta.get("settings") or {}).get("sampled_rounds")
+        if rounds:  # the pairs include sampled answers to the same prompts (extraction.SAMPLED_ROUNDS)
+            line += f" ({rounds} sampled round{'s' if rounds > 1 else ''})"
         held = self.meta.get("heldout")
         if held is None:
             need = f"fewer than {MIN_HELDOUT_PAIRS} kept pairs" if kept is not None else "no record"

@@ -16,6 +16,9 @@ os.environ.setdefault("PERSONALAB_BF16_SCORING", "0")
 os.environ.setdefault("PERSONALAB_BF16_TRAINING", "0")
 os.environ.setdefault("PERSONALAB_BF16_GENERATION", "0")
 os.environ.setdefault("PERSONALAB_BF16_ACTIVATIONS", "0")
+# The unit tests run the `ci` profile, as `make test` does (no sampled extraction rounds); a test
+# of the `full` profile's behaviour sets it itself.
+os.environ.setdefault("PERSONALAB_PROFILE", "ci")
 
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")

@@ -415,3 +415,49 @@ def test_trait_effect_sizes_share_one_generation(tiny, tmp_cache, monkeypatch):
         assert r["cset"].settings["split"] == "evaluation"
     one = extraction.trait_effect_size(tiny, toy, AlternatingJudge(), max_new_tokens=3)
     assert one["d"] == out["toy"]["d"] and calls[-1] == calls[0][:4]  # alone: toy's own prompts
+
+
+def test_sampled_rounds_add_pairs_until_the_bar(tiny, tmp_cache, monkeypatch):
+    """Under ``min_kept`` pairs after the 100-pair setting, every pair is asked again at
+    temperature 1, a round at a time, until the bar is reached or the rounds run out."""
+    trait = Trait.from_dict(toy_trait_dict())  # 3 questions x 5 instruction pairs: 15 pairs per round
+    temps = []
+    real = extraction.generate
+
+    def spy(model, prompts, **kw):
+        temps.append((kw.get("temperature"), kw.get("seed")))
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(extraction, "generate", spy)
+    vec = extraction.extract_persona_vector(
+        tiny, trait, ScriptedJudge(), max_new_tokens=4, min_kept=20, sampled_rounds=3
+    )
+    assert vec.meta["n_kept"] == 30 and vec.meta["settings"]["sampled_rounds"] == 1  # 15 greedy + 15 sampled: enough
+    assert temps == [(0.0, 0), (0.0, 0), (1.0, 1000)]
+    vec = extraction.extract_persona_vector(
+        tiny, trait, ScriptedJudge(), max_new_tokens=4, min_kept=100, sampled_rounds=2
+    )
+    assert vec.meta["n_pairs"] == 45 and vec.meta["settings"]["sampled_rounds"] == 2  # the rounds ran out first
+    assert vec.provenance().startswith("toy: 45 kept pairs of 45 (2 sampled rounds); held-out d")
+    assert temps[-2:] == [(1.0, 1000), (1.0, 2000)]
+    temps.clear()
+    vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, min_kept=100)
+    assert "sampled_rounds" not in vec.meta["settings"] and vec.meta["n_pairs"] == 15  # the ci profile: none
+    with pytest.raises(ValueError, match="sampled_rounds must be >= 0"):
+        extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, sampled_rounds=-1)
+    explicit = extraction.extract_persona_vector(
+        tiny, trait, ScriptedJudge(), max_new_tokens=4, temperature=0.7, sampled_rounds=3, min_kept=100
+    )
+    assert "sampled_rounds" not in explicit.meta["settings"]  # the caller chose the sampling: no rounds added
+
+
+def test_the_profile_sets_the_sampled_rounds_and_the_cache_entry(tiny, tmp_cache, monkeypatch):
+    trait = Trait.from_dict(toy_trait_dict())
+    judge = ScriptedJudge()
+    monkeypatch.setenv("PERSONALAB_PROFILE", "full")
+    assert extraction.sampled_rounds_default() == 3
+    full = extraction._vector_path(tiny, trait, judge, {})
+    monkeypatch.setenv("PERSONALAB_PROFILE", "ci")
+    assert extraction.sampled_rounds_default() == 0
+    assert extraction._vector_path(tiny, trait, judge, {}) != full  # a ci vector is never read as a full one
+    assert extraction._vector_path(tiny, trait, judge, {"sampled_rounds": 3}) == full
