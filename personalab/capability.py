@@ -151,9 +151,10 @@ def choice_logprobs(
 
 
 def _scoring_logits(model, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
-    """Logits at the sequence positions ``keep`` for prepared inputs, active interventions applied."""
+    """Logits at the sequence positions ``keep`` for prepared inputs, active interventions applied
+    (in the caller's ``scoring_precision`` region)."""
     hooks = active_interventions(model)
-    with scoring_precision(model), model.trace(inputs, logits_to_keep=keep, **trace_kwargs(model)):
+    with model.trace(inputs, logits_to_keep=keep, **trace_kwargs(model)):
         if hooks:
             apply_interventions(model, hooks, step=0)
         logits = model.lm_head.output.save()

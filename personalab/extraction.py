@@ -6,7 +6,8 @@ embeddings, index i = output of decoder block i, ``n_layers + 1`` rows).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -326,7 +327,8 @@ def extract_persona_vector(
     sampled answers (temperature 1, seed = the round), up to ``sampled_rounds`` times
     (default: ``sampled_rounds_default()``, 3 in the ``full`` profile, 0 in ``ci``) or until
     the bar is reached; ``settings["sampled_rounds"]`` records how many were run (absent:
-    none). Answers judged here get a coherence score only where their trait scores pass the
+    none). A caller who sets ``temperature`` or ``seed`` (or ``instructions_per_question``)
+    chose the sampling, and no rounds are added. Answers judged here get a coherence score only where their trait scores pass the
     filter (``judge_contrastive(coherence_for=...)``). The vector's ``heldout`` metadata is
     its held-out separation against label-shuffled vectors, or None when still too few
     pairs survive; its ``stability`` metadata is the split-half cosine at the default layer
@@ -380,6 +382,8 @@ def extract_persona_vectors(
     for it (it says what to change), so one such trait does not cost the others' work.
     """
     thresholds = _thresholds(pos_min, neg_max, coherence_min, min_pairs, pooling)
+    rounds = _sampled_rounds(sampled_rounds)  # checked before any generation
+    min_kept = integer(min_kept, "min_kept")
     traits = list(traits)
     csets = dict(zip([t.name for t in traits], generate_contrastive_many(model, traits, **gen_kwargs), strict=True))
     may_escalate = "instructions_per_question" not in gen_kwargs
@@ -387,24 +391,14 @@ def extract_persona_vectors(
     for trait in traits:
         judge_contrastive(csets[trait.name], trait, judge, coherence_for=(pos_min, neg_max))
         kept[trait.name] = _try_filter(csets[trait.name], thresholds)
-    short = [t for t in traits if may_escalate and _n_kept(kept[t.name]) < escalate_below]
-    for n in sorted({len(t.instructions) for t in short}):  # traits with the same number of pairs share a call
-        group = [t for t in short if len(t.instructions) == n]
-        for trait, more in zip(
-            group,
-            generate_contrastive_many(model, group, instructions_per_question=n, skip=1, **gen_kwargs),
-            strict=True,
-        ):
-            judge_contrastive(more, trait, judge, coherence_for=(pos_min, neg_max))
-            cset = csets[trait.name]
-            csets[trait.name] = cset.extended(more, settings=cset.settings | {"instructions_per_question": n})
-            kept[trait.name] = _try_filter(csets[trait.name], thresholds)
-    rounds = sampled_rounds_default() if sampled_rounds is None else integer(sampled_rounds, "sampled_rounds")
-    if rounds < 0:
-        raise ValueError(f"sampled_rounds must be >= 0, got {rounds}")
-    may_sample = may_escalate and "temperature" not in gen_kwargs and "seed" not in gen_kwargs
-    for r in range(1, rounds + 1 if may_sample else 1):
-        _sampled_round(model, judge, traits, csets, kept, r, min_kept, thresholds, gen_kwargs)
+    ask = functools.partial(_ask_more, model, judge=judge, csets=csets, kept=kept, thresholds=thresholds)
+    if may_escalate:  # the other instruction pairs of each question (the paper's 100-pair setting)
+        short = [t for t in traits if _n_kept(kept[t.name]) < escalate_below]
+        ask(short, settings=lambda n: {"instructions_per_question": n}, skip=1, **gen_kwargs)
+    if may_escalate and "temperature" not in gen_kwargs and "seed" not in gen_kwargs:
+        for r in range(1, rounds + 1):  # all of them again, sampled, while a trait is under min_kept
+            short = [t for t in traits if _n_kept(kept[t.name]) < min_kept]
+            ask(short, settings=lambda n: {"sampled_rounds": r}, temperature=1.0, seed=1000 * r, **gen_kwargs)  # noqa: B023 (runs now)
     out: dict[str, PersonaVector | ValueError] = {}
     for trait in traits:
         keep = kept[trait.name]
@@ -416,30 +410,38 @@ def extract_persona_vectors(
     return out
 
 
-def _sampled_round(
+def _sampled_rounds(value: int | None) -> int:
+    """``sampled_rounds`` checked (a whole number >= 0), or this profile's default for None."""
+    rounds = sampled_rounds_default() if value is None else integer(value, "sampled_rounds")
+    if rounds < 0:
+        raise ValueError(f"sampled_rounds must be >= 0, got {rounds}")
+    return rounds
+
+
+def _ask_more(
     model,
-    judge: Judge,
     traits: list[Trait],
+    *,
+    judge: Judge,
     csets: dict[str, ContrastiveSet],
     kept: dict[str, list[int] | ValueError],
-    r: int,
-    min_kept: int,
     thresholds: dict[str, Any],
-    gen_kwargs: dict[str, Any],
+    settings: Callable[[int], dict],
+    **gen_kwargs,
 ) -> None:
-    """Sampled round ``r`` for the traits still under ``min_kept`` kept pairs: every instruction
-    pair of every question answered again at temperature 1 (seed ``1000 r``: rounds draw apart), judged, added to the
-    trait's pairs (``csets``) and filtered again (``kept``), in place."""
-    short = [t for t in traits if _n_kept(kept[t.name]) < min_kept]
-    for n in sorted({len(t.instructions) for t in short}):
-        group = [t for t in short if len(t.instructions) == n]
-        sampled = generate_contrastive_many(
-            model, group, instructions_per_question=n, temperature=1.0, seed=1000 * r, **gen_kwargs
-        )
-        for trait, more in zip(group, sampled, strict=True):
-            judge_contrastive(more, trait, judge, coherence_for=(thresholds["pos_min"], thresholds["neg_max"]))
+    """More pairs for ``traits``: every question under all ``n`` of a trait's instruction pairs
+    (``generate_contrastive_many(instructions_per_question=n, **gen_kwargs)``, one call for the
+    traits with the same ``n``), judged, added to the trait's pairs in ``csets`` with
+    ``settings(n)`` merged into its settings, and filtered again into ``kept``, in place.
+    Escalation (``skip=1``) and the sampled rounds (``temperature=1``) both go through here."""
+    coherence_for = (thresholds["pos_min"], thresholds["neg_max"])
+    for n in sorted({len(t.instructions) for t in traits}):  # traits with the same number of pairs share a call
+        group = [t for t in traits if len(t.instructions) == n]
+        more_sets = generate_contrastive_many(model, group, instructions_per_question=n, **gen_kwargs)
+        for trait, more in zip(group, more_sets, strict=True):
+            judge_contrastive(more, trait, judge, coherence_for=coherence_for)
             cset = csets[trait.name]
-            csets[trait.name] = cset.extended(more, settings=cset.settings | {"sampled_rounds": r})
+            csets[trait.name] = cset.extended(more, settings=cset.settings | settings(n))
             kept[trait.name] = _try_filter(csets[trait.name], thresholds)
 
 
@@ -667,7 +669,7 @@ def _vector_path(model, trait: Trait, judge: Judge, kwargs: dict[str, Any]):
             sorted((k, v) for k, v in kwargs.items() if k not in ("sampled_rounds", "min_kept")),
             # settings whose defaults depend on the profile (or may change), resolved: a default and the
             # same value given explicitly are one entry
-            ["sampled", kwargs.get("sampled_rounds", sampled_rounds_default()), kwargs.get("min_kept", MIN_KEPT)],
+            ["sampled", _sampled_rounds(kwargs.get("sampled_rounds")), kwargs.get("min_kept", MIN_KEPT)],
             judge_key(judge),
             precision_key(model),
         ]

@@ -443,8 +443,10 @@ def test_sampled_rounds_add_pairs_until_the_bar(tiny, tmp_cache, monkeypatch):
     temps.clear()
     vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, min_kept=100)
     assert "sampled_rounds" not in vec.meta["settings"] and vec.meta["n_pairs"] == 15  # the ci profile: none
+    temps.clear()
     with pytest.raises(ValueError, match="sampled_rounds must be >= 0"):
         extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, sampled_rounds=-1)
+    assert temps == []  # refused before any generation
     explicit = extraction.extract_persona_vector(
         tiny, trait, ScriptedJudge(), max_new_tokens=4, temperature=0.7, sampled_rounds=3, min_kept=100
     )
@@ -461,3 +463,5 @@ def test_the_profile_sets_the_sampled_rounds_and_the_cache_entry(tiny, tmp_cache
     assert extraction.sampled_rounds_default() == 0
     assert extraction._vector_path(tiny, trait, judge, {}) != full  # a ci vector is never read as a full one
     assert extraction._vector_path(tiny, trait, judge, {"sampled_rounds": 3}) == full
+    ci = extraction._vector_path(tiny, trait, judge, {})
+    assert extraction._vector_path(tiny, trait, judge, {"sampled_rounds": None}) == ci  # None: the profile's default
