@@ -10,6 +10,7 @@ next-token distribution on neutral text, the other half of steering's price.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import weakref
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from importlib import resources
 
 import torch
 
-from personalab.models import length_batches, model_id, scoring_precision, trace_kwargs
+from personalab.models import decoder_layers, length_batches, model_id, scoring_precision, trace_kwargs
 from personalab.profiling import staged
 from personalab.prompting import active_interventions, apply_interventions
 from personalab.validate import positive_int, same_length, text_list
@@ -142,7 +143,10 @@ def choice_logprobs(
         for rows in length_batches([len(p.ids) for p in packs], batch_size):
             batch = [packs[i] for i in rows]
             keep = sorted({q for p in batch for tgt in p.targets for q, _ in tgt})  # rows whose logits are needed
-            logits = _scoring_logits(model, _packed_batch(batch, pad_id), torch.tensor(keep))  # [b, keep, vocab]
+            inputs = _packed_batch(batch, pad_id)
+            logits = _scoring_logits(
+                model, inputs, torch.tensor(keep), _lower_blocks(model, inputs)
+            )  # [b, keep, vocab]
             logp = torch.log_softmax(logits, -1)
             at = {q: k for k, q in enumerate(keep)}
             for b, (i, p) in enumerate(zip(rows, batch, strict=True)):
@@ -150,15 +154,62 @@ def choice_logprobs(
     return out
 
 
-def _scoring_logits(model, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+def _scoring_logits(
+    model, inputs: dict[str, torch.Tensor], keep: torch.Tensor, lower: tuple[int, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Logits at the sequence positions ``keep`` for prepared inputs, active interventions applied
-    (in the caller's ``scoring_precision`` region)."""
+    (in the caller's ``scoring_precision`` region).
+
+    ``lower = (layer, h)``: ``h`` is block ``layer``'s unsteered output for these very inputs
+    (``_lower_blocks``); blocks 1..``layer`` are skipped (nnsight's ``skip``) and ``h`` stands in
+    for their output, so only the blocks above it run.
+    """
     hooks = active_interventions(model)
+    blocks = decoder_layers(model)
     with model.trace(inputs, logits_to_keep=keep, **trace_kwargs(model)):
+        if lower is not None:
+            layer, h = lower
+            for i in range(layer):  # a skipped block's output only feeds the next, skipped, block
+                blocks[i].skip(h.clone() if i == layer - 1 else h)  # a clone: interventions edit it in place
         if hooks:
             apply_interventions(model, hooks, step=0)
         logits = model.lm_head.output.save()
     return logits.detach().float()
+
+
+# per model object (weakly held): (inputs, layer) -> that block's unsteered output on those inputs
+_LOWER: weakref.WeakKeyDictionary[object, dict[tuple, torch.Tensor]] = weakref.WeakKeyDictionary()
+_LOWER_MAX = 64  # entries per model: the built-in items are 4 batches, so 16 layers' worth
+
+
+def _digest(t: torch.Tensor) -> tuple:
+    """A key for a tensor's exact content."""
+    return t.dtype, tuple(t.shape), hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _lower_blocks(model, inputs: dict[str, torch.Tensor]) -> tuple[int, torch.Tensor] | None:
+    """``(layer, h)`` for ``_scoring_logits``: the output of block ``layer``, the lowest layer any
+    active intervention touches, computed without interventions once per model, inputs and layer.
+
+    An intervention acts at its layers only, so every block up to and including the lowest
+    one computes the same output steered or not; a sweep that scores the same items at many
+    coefficients of one layer runs those blocks once. None (run every block) when nothing is
+    active, when an intervention touches the embeddings, or on a remote model.
+    """
+    hooks = active_interventions(model)
+    layer = min((lay for h in hooks for lay in h.layers), default=0)
+    if layer < 1 or trace_kwargs(model):
+        return None
+    key = (model_id(model), layer, torch.is_autocast_enabled("cpu"), *(_digest(t) for t in inputs.values()))
+    memo = _LOWER.setdefault(model, {})
+    if key not in memo:
+        while len(memo) >= _LOWER_MAX:  # a bounded memo: the oldest entry goes first
+            memo.pop(next(iter(memo)))
+        with model.trace(inputs, **trace_kwargs(model)) as tracer:
+            h = decoder_layers(model)[layer - 1].output.save()
+            tracer.stop()  # the blocks above are the steered pass's work
+        memo[key] = h.detach()
+    return layer, memo[key]
 
 
 # per model object (weakly held), then per item set: the unsteered score, computed once

@@ -92,3 +92,39 @@ def test_answer_logprob_of_a_batch_of_empty_answers(tiny):
     assert answer_logprob(tiny, ["Why?", "Who?"], ["", ""]) == [float("-inf"), float("-inf")]
     mixed = answer_logprob(tiny, ["Why?", "Who?"], ["", "Nobody."])
     assert mixed[0] == float("-inf") and math.isfinite(mixed[1])
+
+
+def _toy_vector() -> PersonaVector:
+    meta = dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64, trait="toy", method="test")
+    return PersonaVector(
+        50 * torch.randn(5, 64, generator=torch.Generator().manual_seed(3)), {**meta, "residual_norm": [2.0] * 5}
+    )
+
+
+def test_steered_scoring_matches_a_forward_hook_and_runs_the_lower_blocks_once(tiny):
+    """Under steer(), the blocks below the steered layer run once per (inputs, layer) and are then
+    skipped: the log-probs equal a plain forward with a PyTorch hook adding the same push."""
+    prompts, choices = ["Question: Hi?\nAnswer:", "Question: 2 + 2 =\nAnswer:"], [["yes", "no way"], ["4", "five"]]
+    vec, blocks = _toy_vector(), tiny._module.model.layers
+    first_mlp = []  # block 1's MLP runs only when block 1 really runs (not when nnsight skips it)
+    counter = blocks[0].mlp.register_forward_hook(lambda *_: first_mlp.append(1))
+    try:
+        for layer in (1, 2, 4):
+            for coef in (1.0, -2.0):
+                delta = vec.shift(layer, coef, "norm")
+                hook = blocks[layer - 1].register_forward_hook(lambda mod, inp, out, d=delta: out + d)
+                try:
+                    want = [
+                        torch.tensor([_reference_logprob(tiny, p, c) for c in cs]) for p, cs in zip(prompts, choices)
+                    ]
+                finally:
+                    hook.remove()
+                before = len(first_mlp)
+                with steer(tiny, vec, layer, coef):
+                    got = choice_logprobs(tiny, prompts, choices)
+                for g, w in zip(got, want, strict=True):
+                    torch.testing.assert_close(g, w, atol=1e-3, rtol=0)
+                # one unsteered pass up to the layer the first time, none after; the steered pass skips it
+                assert len(first_mlp) - before == (1 if coef == 1.0 else 0), (layer, coef)
+    finally:
+        counter.remove()

@@ -4,6 +4,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import torch
 
 from personalab.judges import JudgeError, OpenAIJudge, logprob_weighted_score, repetition_rate
 from personalab.traits import Trait
@@ -138,7 +139,7 @@ def test_mood_traits_blend_lexicon_sentiment_in_their_direction():
     assert judge.trait_scores(pirate, texts) == pytest.approx(judge.exemplar_scores(pirate, texts))
     with pytest.raises(JudgeError, match="declares no sentiment"):
         judge.sentiment_scores(pirate, texts)
-    assert judge_key(judge) == EmbeddingJudge.cache_id and judge_key(object()) == "object"
+    assert judge_key(judge) == judge.cache_id and judge_key(object()) == "object"
 
 
 @pytest.mark.parametrize("bad", [2, -2, "1", 1.0, True])
@@ -182,3 +183,21 @@ def test_embedding_judge_computes_each_answer_logprob_once(tiny, monkeypatch):
     assert first[:3] == judge.coherence_scores(qs, ans) and len(seen) == 2
     with pytest.raises(ValueError, match="questions"):
         judge.answer_logprobs(["Why?"], ["a", "b"])
+
+
+def test_the_embedder_runs_in_bf16_where_scoring_does_and_says_so_in_its_cache_id(monkeypatch):
+    """bfloat16 embeddings stay at cosine > 0.999 to float32's; the judge's cache id names the
+    precision, so vectors filtered by one judge are never read back as the other's."""
+    from personalab import judges
+    from personalab.judges import EmbeddingJudge
+
+    judge = EmbeddingJudge()
+    texts = ["Arr, me hearty, the sea be calling!", "I feel so alone today.", "Good morning."]
+    monkeypatch.setenv("PERSONALAB_BF16_SCORING", "0")
+    exact, exact_id = torch.tensor(judge.embed(texts)), judge.cache_id
+    monkeypatch.setenv("PERSONALAB_BF16_SCORING", "1")
+    monkeypatch.setattr(judges, "cpu_has_bf16", lambda: True)  # autocast also runs where the CPU emulates bf16
+    fast = torch.tensor(judge.embed(texts))
+    assert not torch.equal(exact, fast), "bf16 embedding did not run"
+    assert (exact * fast).sum(-1).min() > 0.999
+    assert judge.cache_id != exact_id and "bfloat16" in judge.cache_id and "bfloat16" not in exact_id

@@ -162,6 +162,30 @@ def test_adding_a_vector_matches_a_hook(tiny):
     assert (logits - clean).abs().max() > 1e-2  # the edit really changed the output
 
 
+def test_skipping_blocks_with_their_saved_output_matches_a_hook(tiny):
+    """``.skip(h)`` (used by the capability check under steering): the blocks below a steered
+    layer do not run, their saved output stands in, and the steered logits are the hook's."""
+    torch.manual_seed(1)
+    v = 2.0 * torch.randn(64)
+    with tiny.trace(PROMPT) as tracer:
+        h = tiny.model.layers[1].output.save()
+        tracer.stop()
+    ran = []
+    handle = tiny._module.model.layers[0].mlp.register_forward_hook(lambda *a: ran.append(1))
+    try:
+        with tiny.trace(PROMPT):
+            tiny.model.layers[0].skip(h)
+            tiny.model.layers[1].skip(h.clone())  # a clone: the edit below is in place
+            tiny.model.layers[1].output[:] += v
+            logits = tiny.lm_head.output.save()
+    finally:
+        handle.remove()
+    assert ran == []  # block 0 never ran
+    block = tiny._module.model.layers[1]
+    _, ref, _ = hook_outputs(tiny, PROMPT, [], edit={block: lambda o: o + v})
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
+
+
 # --- generation ----------------------------------------------------------------------------
 
 

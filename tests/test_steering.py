@@ -194,6 +194,29 @@ def test_sweep_points_equal_one_steer_block_each(tiny, tmp_cache):
     assert len({tuple(r["answers"]) for r in rows}) > 2  # the steering really changed answers
 
 
+def test_steered_answers_many_is_one_generation_equal_to_steered_answers(tiny, tmp_cache, monkeypatch):
+    """Named steerings side by side: one generate call, each name's answers the ones
+    ``steered_answers`` gives it alone (None: unsteered); a bad spec is refused."""
+    from personalab import prompting
+    from personalab.steering import steered_answers, steered_answers_many
+
+    vec, qs = _vec(tiny), ["Hi?", "How are you?"]
+    specs = {"plain": None, "L1 +2": (vec, 1, 2.0), "L3 -1": (vec, 3, -1.0)}
+    calls = count_generate(monkeypatch, prompting)
+    got = steered_answers_many(tiny, specs, qs, max_new_tokens=5, coef_mode="raw")
+    assert len(calls) == 1 and list(got) == list(specs)
+    for name, spec in specs.items():
+        want = (
+            steered_answers(tiny, vec, qs, 1, 0, max_new_tokens=5)
+            if spec is None
+            else steered_answers(tiny, spec[0], qs, spec[1], spec[2], max_new_tokens=5, coef_mode="raw")
+        )
+        assert got[name] == want, name
+    assert len({tuple(a) for a in got.values()}) == 3  # the steerings really differ
+    with pytest.raises(TypeError, match="non-empty dict"):
+        steered_answers_many(tiny, {}, qs)
+
+
 def test_sweep_many_is_one_generation_giving_each_trait_its_own_sweep(tiny, tmp_cache, monkeypatch):
     """Two traits' sweeps share one generate call; each trait's rows are the ones its own
     ``sweep`` gives (same answers, judged with its own trait)."""
