@@ -267,8 +267,9 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 9  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
-# (7: meta["stability"], the split-half curve; 8: the kept pairs' differences, for label-shuffled nulls)
+EXTRACTION_VERSION = 10  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
+# (7: meta["stability"], the split-half curve; 8: the kept pairs' differences, for label-shuffled nulls;
+# 10: the held-out check splits by prompt, so a sampled round's answers stay with their prompt's)
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
 # 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the
@@ -384,6 +385,8 @@ def extract_persona_vectors(
     thresholds = _thresholds(pos_min, neg_max, coherence_min, min_pairs, pooling)
     rounds = _sampled_rounds(sampled_rounds)  # checked before any generation
     min_kept = integer(min_kept, "min_kept")
+    if min_kept < 0:
+        raise ValueError(f"min_kept must be >= 0 (0: no sampled rounds are needed), got {min_kept}")
     traits = list(traits)
     csets = dict(zip([t.name for t in traits], generate_contrastive_many(model, traits, **gen_kwargs), strict=True))
     may_escalate = "instructions_per_question" not in gen_kwargs
@@ -492,7 +495,7 @@ def _vector_from_pairs(
             residual_norm=[round(x, 4) for x in norms.tolist()],
             separation=[round(x, 4) for x in diag["separation"].tolist()],
             default_layer=layer,
-            heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer),
+            heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer, pick(_prompt_groups(cset))),
             stability=_stability(acts_pos[pooling], acts_neg[pooling], layer),
         ),
         pair_differences=diffs,
@@ -507,16 +510,26 @@ def _stability(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict[str, fl
     return {m: round(c, 4) for m, c in stability_curve(pos, neg, layer).items()}
 
 
-def _heldout_check(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict | None:
+def _prompt_groups(cset: ContrastiveSet) -> list[tuple[str, int]]:
+    """Each pair's prompt, as (question, instruction pair): the pairs of a sampled round share it
+    with the greedy pair asked before them."""
+    return list(zip(cset.questions, cset.instruction, strict=True))
+
+
+def _heldout_check(pos: torch.Tensor, neg: torch.Tensor, layer: int, groups: list | None = None) -> dict | None:
     """The vector's held-out separation at ``layer`` against label-shuffled vectors
-    (``heldout_separation``), rounded for the metadata; None with too few kept pairs."""
+    (``heldout_separation``, answers to one prompt kept on one side of each split: ``groups``),
+    rounded for the metadata; None with too few kept pairs."""
     if pos.shape[0] < MIN_HELDOUT_PAIRS:
         return None
-    sep = heldout_separation(pos, neg, layer)
-    return {
+    sep = heldout_separation(pos, neg, layer, groups=groups)
+    out = {
         "layer": layer,
         **{k: round(float(sep[k]), 4) for k in ("value", "ci_low", "ci_high", "null_p95", "percentile")},
     }
+    if "n_groups" in sep:  # some prompts answered more than once (sampled rounds)
+        out["n_prompts"] = sep["n_groups"]
+    return out
 
 
 def trait_effect_size(model, trait: Trait, judge: Judge, *, split: QuestionSplit = "evaluation", **gen_kwargs) -> dict:

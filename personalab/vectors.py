@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -538,6 +539,7 @@ def heldout_separation(
     neg: torch.Tensor,
     layer: int,
     *,
+    groups: Sequence[Hashable] | None = None,
     n_splits: int = 50,
     n_shuffles: int = 200,
     n_boot: int = 200,
@@ -553,7 +555,11 @@ def heldout_separation(
     surviving wherever coin-flip swaps do not balance), ``n_shuffles`` times. The
     interval is a bootstrap over pairs that keeps each drawn pair once (a pair on both sides
     of a split would leak), so it is wider than a plain bootstrap's: a conservative interval.
-    Returns ``stats.null_summary``'s dict plus ``n_pairs``.
+    ``groups`` (one label per pair) keeps pairs with the same label on one side of every
+    split, and the interval resamples whole groups: two sampled answers to one prompt
+    (extraction's sampled rounds) are never one in the build half and one in the test half.
+    With no label repeated (or None) every pair is its own group and nothing changes.
+    Returns ``stats.null_summary``'s dict plus ``n_pairs`` (and ``n_groups`` when grouped).
     """
     from personalab.stats import bootstrap_ci, null_summary
 
@@ -566,6 +572,12 @@ def heldout_separation(
     n_splits, n_shuffles = positive_int(n_splits, "n_splits"), positive_int(n_shuffles, "n_shuffles")
     P, N = pos[:, layer].double(), neg[:, layer].double()
     n = P.shape[0]
+    if groups is not None:
+        groups = list(groups)
+        if len(groups) != n:
+            raise ValueError(f"groups must give one label per pair: {len(groups)} labels for {n} pairs")
+        if len(set(groups)) < n:
+            return _grouped_heldout(P, N, groups, n_splits, n_shuffles, n_boot, seed)
 
     def mean_d(rows: list[int], shuffle: int | None = None) -> float:
         """Mean held-out d over ``n_splits`` random halves of the distinct pairs in ``rows``;
@@ -590,6 +602,45 @@ def heldout_separation(
     ci = bootstrap_ci(lambda draw: mean_d(draw), n, n_boot=n_boot, seed=seed)
     out = null_summary(mean_d(every), [mean_d(every, s) for s in range(n_shuffles)], ci)
     return {**out, "n_pairs": n}
+
+
+def _grouped_heldout(
+    P: torch.Tensor, N: torch.Tensor, groups: list[Hashable], n_splits: int, n_shuffles: int, n_boot: int, seed: int
+) -> dict:
+    """``heldout_separation`` at one layer (``P``, ``N``: [pairs, d]) with splits and bootstrap
+    draws made of whole groups. The label-shuffled null swaps the labels of exactly half of
+    each build half's pairs, as the ungrouped version does."""
+    from personalab.stats import grouped_bootstrap_ci, null_summary
+
+    index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    gid = torch.tensor([index[g] for g in groups])
+
+    def mean_d(rows: list[int], shuffle: int | None = None) -> float:
+        idx = torch.tensor(sorted(set(rows)))
+        distinct = gid[idx].unique()
+        if len(idx) < MIN_HELDOUT_PAIRS or len(distinct) < 4:  # too little to split into two scorable halves
+            return float("nan")
+        diff = P[idx] - N[idx]
+        split_gen = torch.Generator().manual_seed(seed + 1)  # the same splits for the vector and its nulls
+        swap_gen = None if shuffle is None else torch.Generator().manual_seed(seed + 2 + shuffle)
+        ds = []
+        for _ in range(n_splits):
+            chosen = distinct[torch.randperm(len(distinct), generator=split_gen)[: len(distinct) // 2]]
+            in_build = torch.isin(gid[idx], chosen)
+            build, test = in_build.nonzero()[:, 0], (~in_build).nonzero()[:, 0]
+            built = diff[build]
+            if swap_gen is not None:
+                signs = torch.ones(len(build), dtype=torch.float64)
+                signs[torch.randperm(len(build), generator=swap_gen)[: len(build) // 2]] = -1.0
+                built = built * signs[:, None]
+            ds.append(_heldout_d(built, P[idx[test]], N[idx[test]]))
+        finite = [d for d in ds if d == d]
+        return sum(finite) / len(finite) if finite else float("nan")
+
+    every = list(range(len(groups)))
+    ci = grouped_bootstrap_ci(mean_d, groups, n_boot=n_boot, seed=seed)
+    out = null_summary(mean_d(every), [mean_d(every, s) for s in range(n_shuffles)], ci)
+    return {**out, "n_pairs": len(groups), "n_groups": len(index)}
 
 
 def difference_null(

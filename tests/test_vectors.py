@@ -123,6 +123,31 @@ def test_heldout_separation_beats_label_shuffled_vectors_only_with_a_signal():
         heldout_separation(*_paired(24, 3.0), 1, n_shuffles=0)
 
 
+def test_heldout_separation_by_groups_keeps_answers_to_one_prompt_on_one_side():
+    """Pure noise, each prompt answered twice (near-identical answers, as a sampled round can
+    give): split by pairs, copies of build pairs sit in the test half and the whole interval
+    clears the label-shuffled null on 4 of 10 datasets; split by prompt (``groups``), on none
+    (as for pure noise without copies). Labels that never repeat change nothing."""
+    from personalab.vectors import heldout_separation
+
+    kw = dict(n_splits=10, n_shuffles=50, n_boot=100)
+    prompts = list(range(30)) * 2  # pair k and pair 30 + k answer the same prompt
+    by_pair, by_prompt = [], []
+    for seed in range(10):
+        gen = torch.Generator().manual_seed(seed)
+        pos, neg = torch.randn(30, 3, 16, generator=gen), torch.randn(30, 3, 16, generator=gen)
+        P = torch.cat([pos, pos + 0.05 * torch.randn(pos.shape, generator=gen)])
+        N = torch.cat([neg, neg + 0.05 * torch.randn(neg.shape, generator=gen)])
+        leaky, grouped = heldout_separation(P, N, 1, **kw), heldout_separation(P, N, 1, groups=prompts, **kw)
+        by_pair.append(leaky["ci_low"] > leaky["null_p95"])
+        by_prompt.append(grouped["ci_low"] > grouped["null_p95"])
+    assert sum(by_pair) >= 3 and sum(by_prompt) == 0, (by_pair, by_prompt)
+    assert grouped["n_pairs"] == 60 and grouped["n_groups"] == 30 and "n_groups" not in leaky
+    assert heldout_separation(P, N, 1, groups=list(range(60)), **kw) == leaky  # every pair its own prompt
+    with pytest.raises(ValueError, match="one label per pair"):
+        heldout_separation(P, N, 1, groups=prompts[:-1])
+
+
 def test_heldout_separation_refuses_too_few_pairs():
     from personalab.vectors import MIN_HELDOUT_PAIRS, heldout_separation
 
