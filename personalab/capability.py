@@ -19,7 +19,14 @@ from importlib import resources
 
 import torch
 
-from personalab.models import decoder_layers, length_batches, model_id, scoring_precision, trace_kwargs
+from personalab.models import (
+    decoder_layers,
+    length_batches,
+    model_id,
+    scoring_precision,
+    trace_kwargs,
+    weights_version,
+)
 from personalab.profiling import staged
 from personalab.prompting import active_interventions, apply_interventions
 from personalab.validate import positive_int, same_length, text_list
@@ -200,7 +207,13 @@ def _lower_blocks(model, inputs: dict[str, torch.Tensor]) -> tuple[int, torch.Te
     layer = min((lay for h in hooks for lay in h.layers), default=0)
     if layer < 1 or trace_kwargs(model):
         return None
-    key = (model_id(model), layer, torch.is_autocast_enabled("cpu"), *(_digest(t) for t in inputs.values()))
+    key = (
+        model_id(model),
+        weights_version(model),
+        layer,
+        torch.is_autocast_enabled("cpu"),
+        *(_digest(t) for t in inputs.values()),
+    )
     memo = _LOWER.setdefault(model, {})
     if key not in memo:
         while len(memo) >= _LOWER_MAX:  # a bounded memo: the oldest entry goes first
@@ -220,7 +233,8 @@ _UNSTEERED: weakref.WeakKeyDictionary[object, dict[tuple, float]] = weakref.Weak
 def capability_score(model, items: Sequence[Item] | None = None) -> float:
     """Accuracy (0-1) on the capability items, scored by log-probability.
 
-    The unsteered score of a model is computed once per process and remembered.
+    The unsteered score of a model is computed once per process and remembered (anew after
+    its weights are changed in place: ``models.weights_version``).
     """
     items = list(items) if items is not None else load_items()
     if not items:
@@ -228,7 +242,7 @@ def capability_score(model, items: Sequence[Item] | None = None) -> float:
     bad = next((it for it in items if not isinstance(it, Item)), None)
     if bad is not None:
         raise TypeError(f"capability_score() takes capability.Item objects, got {bad!r:.60} ({type(bad).__name__})")
-    key = (model_id(model), repr(items))  # the items' content, not only their ids
+    key = (model_id(model), weights_version(model), repr(items))  # the items' content, not only their ids
     memo = _UNSTEERED.setdefault(model, {})
     steered = bool(active_interventions(model))
     if not steered and key in memo:

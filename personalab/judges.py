@@ -34,7 +34,7 @@ import torch
 from personalab._io import stable_hash
 from personalab.config import settings
 from personalab.llm_client import JudgeError, make_openai_client
-from personalab.models import cpu_has_bf16, length_batches, model_id, scoring_precision
+from personalab.models import cpu_has_bf16, length_batches, model_id, scoring_precision, weights_version
 from personalab.profiling import staged
 from personalab.prompting import prefix_cache, shared_prefix_length, split_rows
 from personalab.traits import Trait
@@ -308,7 +308,7 @@ class EmbeddingJudge:
         self._emb = _embedder()
         self._heads: dict[str, object] = {}
         self._sentiment: Any = None  # VADER's analyser, built on first use
-        self._fluency: dict[tuple[str, str, str], float] = {}  # (model id, question, answer) -> mean log-prob
+        self._fluency: dict[tuple, float] = {}  # ((model id, weights version), question, answer) -> mean log-prob
 
     @property
     def cache_id(self) -> str:
@@ -386,13 +386,14 @@ class EmbeddingJudge:
         The log-probability pass is most of the judge's time (a forward pass of the language
         model per answer, against a small sentence embedder), and a chapter judges the same
         answer more than once (the unsteered answers of every sweep and control on the same
-        questions). The judge's model is the plain base model, whose weights nothing changes
-        (fine-tuning trains a copy), so a remembered value stays right.
+        questions). The judge's model is the plain base model, whose weights the book never
+        changes (fine-tuning trains a copy); the key holds ``models.weights_version``, so a
+        model whose weights someone edits in place is scored anew.
         """
         questions = text_list(questions, "questions", allow_blank=True, allow_empty=True)
         answers = text_list(answers, "answers", allow_blank=True, allow_empty=True)
         same_length(questions, answers, "questions", "answers")
-        mid = model_id(self.model)
+        mid = (model_id(self.model), weights_version(self.model))  # weights edited in place: computed anew
         keys = [(mid, q, a) for q, a in zip(questions, answers, strict=True)]
         todo = [k for k in dict.fromkeys(keys) if k not in self._fluency]
         if todo:

@@ -564,6 +564,14 @@ def model_id(model) -> str:
     return str(getattr(model.config, "name_or_path", "") or type(model).__name__)
 
 
+def weights_version(model) -> int:
+    """A number that changes whenever any of the model's weights is changed in place (torch
+    counts in-place writes per tensor: ``load_state_dict``, an optimizer step, merging a LoRA
+    adapter), for the keys of results remembered per model object: a model edited in place
+    is not answered from what its old weights computed."""
+    return sum(p._version for p in model._module.parameters())
+
+
 def check_layer(model, layer: int, *, allow_embeddings: bool = True) -> int:
     """Validate a layer index under the convention above; return it."""
     return layer_index(layer, n_layers(model), allow_embeddings=allow_embeddings)

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from personalab import capability
 from personalab.capability import Item, capability_score, choice_logprobs, load_items
 from personalab.steering import steer
 from personalab.vectors import PersonaVector
@@ -128,3 +129,40 @@ def test_steered_scoring_matches_a_forward_hook_and_runs_the_lower_blocks_once(t
                 assert len(first_mlp) - before == (1 if coef == 1.0 else 0), (layer, coef)
     finally:
         counter.remove()
+
+
+def test_remembered_scores_are_recomputed_after_the_weights_change_in_place(tiny):
+    """The unsteered score, the lower blocks under steering and the judge's fluency are
+    remembered per model object; editing a weight in place (as load_state_dict or merging an
+    adapter does) makes each of them computed again, not read from the old weights."""
+    from personalab.judges import EmbeddingJudge
+    from personalab.models import weights_version
+
+    items, vec, judge = load_items()[:8], _toy_vector(), EmbeddingJudge(tiny)
+    fluency_before = judge.answer_logprobs(["Why?"], ["Because it rains."])
+    plain_before = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
+    capability_score(tiny, items)
+    with steer(tiny, vec, 2, 1.0):
+        steered_before = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
+    weight = tiny._module.model.layers[0].mlp.down_proj.weight
+    version, saved = weights_version(tiny), weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(3.0)
+        assert weights_version(tiny) > version
+        with steer(tiny, vec, 2, 1.0):
+            steered_after = choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0]
+        assert not torch.allclose(steered_before, steered_after)  # block 1's new weights were run, not remembered
+        calls = []
+        real = capability.choice_logprobs
+        capability.choice_logprobs = lambda *a, **k: calls.append(1) or real(*a, **k)
+        try:
+            capability_score(tiny, items)
+        finally:
+            capability.choice_logprobs = real
+        assert calls == [1]  # the unsteered score was computed again
+        assert not torch.allclose(plain_before, choice_logprobs(tiny, ["Question: Hi?\nAnswer:"], [["yes", "no"]])[0])
+        assert judge.answer_logprobs(["Why?"], ["Because it rains."]) != fluency_before  # scored anew
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
