@@ -8,12 +8,9 @@ thread counts of numpy, scipy and scikit-learn are set to the same) and
 ``PERSONALAB_CHAPTER`` set, so the library's stage profiler (``personalab.profiling``)
 records where the chapter's time goes. A chapter starts only when the chapters it reads
 from have passed (``NEEDS``: later chapters load chapter 2's cached persona vectors and
-chapter 6 re-uses chapter 5's fine-tuned adapters). Chapter 5 waits for chapter 2 like the
-others, so each chapter's time is what a reader who follows the book in order waits at one
-thread: chapter 2 builds all ten vectors and chapter 5 reads its two from the cache. (Until
-2026-12-07 chapter 5 started at once and built its two itself, beside chapter 2: the run was
-done about as soon, but chapter 2's time then left out two vectors and chapter 5's held them;
-chapter 5 still builds them when a reader runs it first.) Among the ready
+chapter 6 re-uses chapter 5's fine-tuned adapters). Chapter 5 needs only two vectors and
+extracts them itself when chapter 2 has not yet (the vector cache is locked per entry, so
+the two never build the same vector twice), which lets it start at once. Among the ready
 chapters, the one with the longest chain of work behind it goes first (its own last
 recorded duration, ``perf.chapter_seconds`` in ``benchmarks/results.json``, plus the
 longest chain of chapters that wait for it). Why several at
@@ -40,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NEEDS = {
     "03": {"02"},
     "04": {"02"},
-    "05": {"02"},
     "06": {"05"},
     "07": {"02"},
     "08": {"02"},
