@@ -558,10 +558,11 @@ def heldout_separation(
     ``groups`` (one label per pair) keeps pairs with the same label on one side of every
     split, and the interval resamples whole groups: two sampled answers to one prompt
     (extraction's sampled rounds) are never one in the build half and one in the test half.
-    With no label repeated (or None) every pair is its own group and nothing changes.
+    With no label repeated (or None) every pair is its own group: the splits, swaps and
+    bootstrap draws are then the ungrouped ones, draw for draw (a test holds the two equal).
     Returns ``stats.null_summary``'s dict plus ``n_pairs`` (and ``n_groups`` when grouped).
     """
-    from personalab.stats import bootstrap_ci, null_summary
+    from personalab.stats import grouped_bootstrap_ci, null_summary
 
     _pair_differences(pos, neg, layer)  # validates the shapes
     if pos.shape[0] < MIN_HELDOUT_PAIRS:
@@ -572,75 +573,47 @@ def heldout_separation(
     n_splits, n_shuffles = positive_int(n_splits, "n_splits"), positive_int(n_shuffles, "n_shuffles")
     P, N = pos[:, layer].double(), neg[:, layer].double()
     n = P.shape[0]
-    if groups is not None:
-        groups = list(groups)
-        if len(groups) != n:
-            raise ValueError(f"groups must give one label per pair: {len(groups)} labels for {n} pairs")
-        if len(set(groups)) < n:
-            return _grouped_heldout(P, N, groups, n_splits, n_shuffles, n_boot, seed)
+    labels = list(range(n)) if groups is None else list(groups)  # by default every pair is its own group
+    if len(labels) != n:
+        raise ValueError(f"groups must give one label per pair: {len(labels)} labels for {n} pairs")
+    index = {g: i for i, g in enumerate(dict.fromkeys(labels))}
+    gid = torch.tensor([index[g] for g in labels])
 
     def mean_d(rows: list[int], shuffle: int | None = None) -> float:
-        """Mean held-out d over ``n_splits`` random halves of the distinct pairs in ``rows``;
-        with ``shuffle`` = s, null draw s: half of each build half's labels swapped."""
+        """Mean held-out d over ``n_splits`` random halves of the groups among the distinct
+        pairs in ``rows``; with ``shuffle`` = s, null draw s: half of each build half's labels swapped."""
         idx = torch.tensor(sorted(set(rows)))
-        k = len(idx)
-        if k < MIN_HELDOUT_PAIRS:  # a bootstrap draw with too few distinct pairs says nothing
-            return float("nan")
-        diff = P[idx] - N[idx]
-        swaps = None if shuffle is None else half_swap_signs(k // 2, n_splits, seed=seed + 2 + shuffle)
-        split_gen = torch.Generator().manual_seed(seed + 1)  # the same splits for the vector and its nulls
-        ds = []
-        for j in range(n_splits):
-            perm = torch.randperm(k, generator=split_gen)
-            build, test = perm[: k // 2], perm[k // 2 :]
-            built = diff[build] if swaps is None else diff[build] * swaps[j, :, None]
-            ds.append(_heldout_d(built, P[idx[test]], N[idx[test]]))
-        finite = [d for d in ds if d == d]
-        return sum(finite) / len(finite) if finite else float("nan")
-
-    every = list(range(n))
-    ci = bootstrap_ci(lambda draw: mean_d(draw), n, n_boot=n_boot, seed=seed)
-    out = null_summary(mean_d(every), [mean_d(every, s) for s in range(n_shuffles)], ci)
-    return {**out, "n_pairs": n}
-
-
-def _grouped_heldout(
-    P: torch.Tensor, N: torch.Tensor, groups: list[Hashable], n_splits: int, n_shuffles: int, n_boot: int, seed: int
-) -> dict:
-    """``heldout_separation`` at one layer (``P``, ``N``: [pairs, d]) with splits and bootstrap
-    draws made of whole groups. The label-shuffled null swaps the labels of exactly half of
-    each build half's pairs, as the ungrouped version does."""
-    from personalab.stats import grouped_bootstrap_ci, null_summary
-
-    index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
-    gid = torch.tensor([index[g] for g in groups])
-
-    def mean_d(rows: list[int], shuffle: int | None = None) -> float:
-        idx = torch.tensor(sorted(set(rows)))
-        distinct = gid[idx].unique()
+        distinct, local = gid[idx].unique(return_inverse=True)
         if len(idx) < MIN_HELDOUT_PAIRS or len(distinct) < 4:  # too little to split into two scorable halves
             return float("nan")
         diff = P[idx] - N[idx]
         split_gen = torch.Generator().manual_seed(seed + 1)  # the same splits for the vector and its nulls
-        swap_gen = None if shuffle is None else torch.Generator().manual_seed(seed + 2 + shuffle)
-        ds = []
+        # the swaps of draw s: the same stream as half_swap_signs(seed=seed + 2 + s), one build half a split
+        swap_gen = None if shuffle is None else torch.Generator().manual_seed(random_seed(seed + 2 + shuffle))
+        g, half, ds = len(distinct), len(distinct) // 2, []
+        steps, rank = torch.arange(g), torch.empty_like(distinct)
         for _ in range(n_splits):
-            chosen = distinct[torch.randperm(len(distinct), generator=split_gen)[: len(distinct) // 2]]
-            in_build = torch.isin(gid[idx], chosen)
-            build, test = in_build.nonzero()[:, 0], (~in_build).nonzero()[:, 0]
+            perm = torch.randperm(g, generator=split_gen)  # an order of the groups; the first half builds
+            if g == len(idx):  # every pair its own group: the order is the pairs' order
+                order, n_build = perm, half
+            else:
+                rank[perm] = steps
+                order = torch.argsort(rank[local], stable=True)  # pairs in their group's drawn order
+                n_build = int((rank[local] < half).sum())
+            build, test = order[:n_build], order[n_build:]
             built = diff[build]
             if swap_gen is not None:
-                signs = torch.ones(len(build), dtype=torch.float64)
-                signs[torch.randperm(len(build), generator=swap_gen)[: len(build) // 2]] = -1.0
+                signs = torch.ones(n_build, dtype=torch.float64)
+                signs[torch.randperm(n_build, generator=swap_gen)[: n_build // 2]] = -1.0
                 built = built * signs[:, None]
             ds.append(_heldout_d(built, P[idx[test]], N[idx[test]]))
         finite = [d for d in ds if d == d]
         return sum(finite) / len(finite) if finite else float("nan")
 
-    every = list(range(len(groups)))
-    ci = grouped_bootstrap_ci(mean_d, groups, n_boot=n_boot, seed=seed)
+    every = list(range(n))
+    ci = grouped_bootstrap_ci(mean_d, labels, n_boot=n_boot, seed=seed)
     out = null_summary(mean_d(every), [mean_d(every, s) for s in range(n_shuffles)], ci)
-    return {**out, "n_pairs": len(groups), "n_groups": len(index)}
+    return {**out, "n_pairs": n} | ({"n_groups": len(index)} if len(index) < n else {})
 
 
 def difference_null(

@@ -78,9 +78,15 @@ def chain_seconds(notebooks: list[Path], est: dict[str, float]) -> dict[Path, fl
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def thread_env(threads: int, **extra: str) -> dict[str, str]:
+    """This process's environment with ``threads`` for torch and for every BLAS library, plus ``extra``."""
+    env = dict(os.environ, PERSONALAB_THREADS=str(threads), **extra)
+    env.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})
+    return env
+
+
 def launch(nb: Path, threads: int, timeout: int, logs: Path) -> subprocess.Popen:
-    env = dict(os.environ, PERSONALAB_THREADS=str(threads), PERSONALAB_CHAPTER=nb.stem)
-    env.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})  # the chapter's threads, for every library
+    env = thread_env(threads, PERSONALAB_CHAPTER=nb.stem)
     log = (logs / f"{nb.stem}.log").open("w")
     cmd = [
         sys.executable,
@@ -105,10 +111,8 @@ def prepare_model(threads: int) -> float:
     chapters to start (2 and 5, side by side) each paid for it inside their own time, which a
     learner pays once, in whichever chapter comes first; it is printed as its own line."""
     t0 = time.time()
-    env = dict(os.environ, PERSONALAB_THREADS=str(threads))
-    env.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})
     code = "import personalab as pl; pl.load_model()"
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", code], env=thread_env(threads), cwd=ROOT, check=True)
     return round(time.time() - t0, 1)
 
 

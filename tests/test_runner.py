@@ -28,3 +28,15 @@ def test_a_chapter_runs_with_its_threads_for_torch_and_for_blas(tmp_path, monkey
     assert env["PERSONALAB_THREADS"] == "1" and env["PERSONALAB_CHAPTER"] == "08_watched_or_not"
     assert all(env[name] == "1" for name in runner.BLAS_THREAD_VARIABLES)
     assert {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"} <= set(runner.BLAS_THREAD_VARIABLES)
+
+
+def test_the_model_is_prepared_with_the_chapters_thread_settings(monkeypatch):
+    runner = _runner()
+    seen = {}
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd, env, **kw: seen.update(env=env, cmd=cmd))
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.delenv("PERSONALAB_CHAPTER", raising=False)
+    assert runner.prepare_model(1) >= 0
+    assert "load_model()" in seen["cmd"][-1] and seen["env"]["PERSONALAB_THREADS"] == "1"
+    assert all(seen["env"][name] == "1" for name in runner.BLAS_THREAD_VARIABLES)
+    assert "PERSONALAB_CHAPTER" not in seen["env"]

@@ -148,6 +148,37 @@ def test_heldout_separation_by_groups_keeps_answers_to_one_prompt_on_one_side():
         heldout_separation(P, N, 1, groups=prompts[:-1])
 
 
+def test_heldout_separation_without_repeated_labels_is_the_plain_random_half_procedure():
+    """Every pair its own group: exactly the procedure the docstring describes, written out
+    here from its parts (random halves, ``half_swap_signs``, ``stats.bootstrap_ci``)."""
+    from personalab.stats import bootstrap_ci, null_summary
+    from personalab.vectors import _heldout_d, half_swap_signs, heldout_separation
+
+    pos, neg = _paired(20, 1.0)
+    P, N, n_splits = pos[:, 1].double(), neg[:, 1].double(), 6
+
+    def mean_d(rows, shuffle=None):
+        idx = torch.tensor(sorted(set(rows)))
+        k, diff = len(idx), P[idx] - N[idx]
+        if k < 8:
+            return float("nan")
+        swaps = None if shuffle is None else half_swap_signs(k // 2, n_splits, seed=2 + shuffle)
+        split_gen, ds = torch.Generator().manual_seed(1), []
+        for j in range(n_splits):
+            perm = torch.randperm(k, generator=split_gen)
+            build = diff[perm[: k // 2]] * (1 if swaps is None else swaps[j, :, None])
+            ds.append(_heldout_d(build, P[idx[perm[k // 2 :]]], N[idx[perm[k // 2 :]]]))
+        return sum(ds) / len(ds)
+
+    every = list(range(20))
+    expected = null_summary(mean_d(every), [mean_d(every, s) for s in range(7)], bootstrap_ci(mean_d, 20, n_boot=30))
+    got = heldout_separation(pos, neg, 1, n_splits=n_splits, n_shuffles=7, n_boot=30)
+    assert got == {**expected, "n_pairs": 20}
+    assert (
+        heldout_separation(pos, neg, 1, groups=[f"q{i}" for i in range(20)], n_splits=6, n_shuffles=7, n_boot=30) == got
+    )
+
+
 def test_heldout_separation_refuses_too_few_pairs():
     from personalab.vectors import MIN_HELDOUT_PAIRS, heldout_separation
 
