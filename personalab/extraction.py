@@ -267,9 +267,10 @@ def filter_pairs(
 
 # -- from answers to a vector ---------------------------------------------------------------
 
-EXTRACTION_VERSION = 10  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
+EXTRACTION_VERSION = 11  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
 # (7: meta["stability"], the split-half curve; 8: the kept pairs' differences, for label-shuffled nulls;
-# 10: the held-out check splits by prompt, so a sampled round's answers stay with their prompt's)
+# 10: the held-out check splits by prompt, so a sampled round's answers stay with their prompt's;
+# 11: the split-half stability curve does too, and the grouped held-out nulls draw their swaps in drawn order)
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
 # 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the
@@ -473,6 +474,7 @@ def _vector_from_pairs(
     """Steps 3-4 for the kept pairs: their answers' activations, the mean difference, and the
     vector's metadata (layer diagnostics, held-out check, stability curve)."""
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
+    groups = pick(_prompt_groups(cset))
     acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
     acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")
     vec = mean_difference(acts_pos[pooling], acts_neg[pooling])
@@ -495,19 +497,20 @@ def _vector_from_pairs(
             residual_norm=[round(x, 4) for x in norms.tolist()],
             separation=[round(x, 4) for x in diag["separation"].tolist()],
             default_layer=layer,
-            heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer, pick(_prompt_groups(cset))),
-            stability=_stability(acts_pos[pooling], acts_neg[pooling], layer),
+            heldout=_heldout_check(acts_pos[pooling], acts_neg[pooling], layer, groups),
+            stability=_stability(acts_pos[pooling], acts_neg[pooling], layer, groups),
         ),
         pair_differences=diffs,
     )
 
 
-def _stability(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> dict[str, float] | None:
-    """The split-half stability curve at ``layer``, rounded for the metadata; None under
-    ``MIN_SPLIT_PAIRS`` kept pairs."""
-    if pos.shape[0] < MIN_SPLIT_PAIRS:
+def _stability(pos: torch.Tensor, neg: torch.Tensor, layer: int, groups: list) -> dict[str, float] | None:
+    """The split-half stability curve at ``layer`` by prompt (``groups``: a sampled round's answers
+    stay in their prompt's half; keys count prompts per half), rounded for the metadata; None
+    under ``MIN_SPLIT_PAIRS`` kept pairs or prompts."""
+    if pos.shape[0] < MIN_SPLIT_PAIRS or len(set(groups)) < MIN_SPLIT_PAIRS:
         return None
-    return {m: round(c, 4) for m, c in stability_curve(pos, neg, layer).items()}
+    return {m: round(c, 4) for m, c in stability_curve(pos, neg, layer, groups=groups).items()}
 
 
 def _prompt_groups(cset: ContrastiveSet) -> list[tuple[str, int]]:

@@ -474,12 +474,26 @@ def _pair_differences(pos: torch.Tensor, neg: torch.Tensor, layer: int) -> torch
     return (pos[:, layer] - neg[:, layer]).double()
 
 
+def _group_members(groups: Sequence[Hashable] | None, n: int) -> list[torch.Tensor]:
+    """The rows of each group, groups in first-seen order; every row its own group for None."""
+    if groups is None:
+        return [torch.tensor([i]) for i in range(n)]
+    labels = list(groups)
+    if len(labels) != n:
+        raise ValueError(f"groups must give one label per pair: {len(labels)} labels for {n} pairs")
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(labels):
+        members.setdefault(g, []).append(i)
+    return [torch.tensor(rows) for rows in members.values()]
+
+
 def split_half_cosine(
     pos: torch.Tensor,
     neg: torch.Tensor,
     layer: int,
     *,
     pairs_per_half: int | None = None,
+    groups: Sequence[Hashable] | None = None,
     n_splits: int = 200,
     seed: int = 0,
 ) -> list[float]:
@@ -489,35 +503,53 @@ def split_half_cosine(
     sets of ``pairs_per_half`` pairs (default: half of them), builds the mean difference
     from each, and compares the two at ``layer``. Near 1: more pairs would not change the
     direction; well below 1: the vector still depends on which pairs went in.
+    ``groups`` (one label per pair, e.g. its prompt) makes each half of whole groups and
+    ``pairs_per_half`` count groups: two sampled answers to one prompt in both halves would
+    make the halves agree more than two sets of new prompts would. Without repeated labels
+    the draws are the ungrouped ones.
     """
     diff = _pair_differences(pos, neg, layer)
     n_splits = positive_int(n_splits, "n_splits")
-    n = diff.shape[0]
-    m = pairs_per_half or n // 2
-    if not 1 <= m <= n // 2:
-        raise ValueError(f"pairs_per_half must be 1..{n // 2} for {n} pairs, got {m}")
+    members = _group_members(groups, diff.shape[0])
+    g = len(members)
+    m = pairs_per_half or g // 2
+    unit = "pairs" if g == diff.shape[0] else "groups"
+    if not 1 <= m <= g // 2:
+        raise ValueError(f"pairs_per_half must be 1..{g // 2} for {g} {unit}, got {m}")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n_splits):
-        perm = torch.randperm(n, generator=gen)
-        a, b = diff[perm[:m]].mean(0), diff[perm[m : 2 * m]].mean(0)
+        perm = torch.randperm(g, generator=gen)
+        if g == diff.shape[0]:  # every pair its own group
+            a, b = diff[perm[:m]].mean(0), diff[perm[m : 2 * m]].mean(0)
+        else:
+            a = diff[torch.cat([members[i] for i in perm[:m]])].mean(0)
+            b = diff[torch.cat([members[i] for i in perm[m : 2 * m]])].mean(0)
         out.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
     return out
 
 
 def stability_curve(
-    pos: torch.Tensor, neg: torch.Tensor, layer: int, *, n_splits: int = 200, seed: int = 0
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    layer: int,
+    *,
+    groups: Sequence[Hashable] | None = None,
+    n_splits: int = 200,
+    seed: int = 0,
 ) -> dict[str, float]:
     """How fast does the direction settle as pairs are added? ``{"m": mean split-half cosine}``
-    for every ``m`` = 1 .. n // 2 pairs per half (``split_half_cosine``, ``n_splits`` splits each).
+    for every ``m`` = 1 .. n // 2 pairs per half (``split_half_cosine``, ``n_splits`` splits each);
+    with ``groups``, ``m`` counts groups (prompts) per half.
 
     Keys are strings so the curve survives a JSON round trip in a vector's metadata unchanged.
     A curve still rising at its last point says more pairs would still move the vector.
     """
     n = _pair_differences(pos, neg, layer).shape[0]  # validates: paired, at least MIN_SPLIT_PAIRS
+    g = len(_group_members(groups, n))
     curve = {}
-    for m in range(1, n // 2 + 1):
-        cos = split_half_cosine(pos, neg, layer, pairs_per_half=m, n_splits=n_splits, seed=seed)
+    for m in range(1, g // 2 + 1):
+        cos = split_half_cosine(pos, neg, layer, pairs_per_half=m, groups=groups, n_splits=n_splits, seed=seed)
         curve[str(m)] = sum(cos) / len(cos)
     return curve
 

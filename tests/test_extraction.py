@@ -440,6 +440,7 @@ def test_sampled_rounds_add_pairs_until_the_bar(tiny, tmp_cache, monkeypatch):
     assert vec.meta["n_pairs"] == 45 and vec.meta["settings"]["sampled_rounds"] == 2  # the rounds ran out first
     assert vec.provenance().startswith("toy: 45 kept pairs of 45 (2 sampled rounds); held-out d")
     assert vec.meta["heldout"]["n_prompts"] == 15  # the held-out split keeps a prompt's 3 answers together
+    assert list(vec.meta["stability"]) == [str(m) for m in range(1, 8)]  # and the split-half curve: 15 prompts
     assert temps[-2:] == [(1.0, 1000), (1.0, 2000)]
     temps.clear()
     vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, min_kept=100)

@@ -107,6 +107,30 @@ def test_stability_curve_rises_with_pairs_per_half_and_matches_split_half_cosine
         stability_curve(*_paired(3, 1.0), 1)
 
 
+def test_split_half_by_groups_keeps_copies_of_one_prompt_in_one_half():
+    """Pure noise, each prompt answered twice with near-copies: split by pair, copies land in
+    both halves and the halves agree far more than noise should; split by prompt they do not.
+    Labels that never repeat change nothing."""
+    from personalab.vectors import split_half_cosine, stability_curve
+
+    gen = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(20, 3, 64, generator=gen), torch.randn(20, 3, 64, generator=gen)
+    P = torch.cat([pos, pos + 0.05 * torch.randn(pos.shape, generator=gen)])
+    N = torch.cat([neg, neg + 0.05 * torch.randn(neg.shape, generator=gen)])
+    prompts = [f"q{k % 20}" for k in range(40)]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    by_pair = mean(split_half_cosine(P, N, 1, pairs_per_half=10))
+    by_prompt = mean(split_half_cosine(P, N, 1, pairs_per_half=10, groups=prompts))
+    alone = mean(split_half_cosine(pos, neg, 1, pairs_per_half=10))  # 10 independent pairs a half
+    assert by_pair > alone + 0.15 and abs(by_prompt - alone) < 0.1, (by_pair, by_prompt, alone)
+    assert list(stability_curve(P, N, 1, groups=prompts, n_splits=20)) == [str(m) for m in range(1, 11)]
+    assert split_half_cosine(P, N, 1, groups=list(range(40)), n_splits=30) == split_half_cosine(P, N, 1, n_splits=30)
+    with pytest.raises(ValueError, match="1..10 for 20 groups"):
+        split_half_cosine(P, N, 1, pairs_per_half=11, groups=prompts)
+    with pytest.raises(ValueError, match="one label per pair"):
+        split_half_cosine(P, N, 1, groups=prompts[:-1])
+
+
 def test_heldout_separation_beats_label_shuffled_vectors_only_with_a_signal():
     from personalab.vectors import heldout_separation
 
