@@ -18,7 +18,7 @@ from personalab.config import settings as run_settings
 from personalab.judges import Judge, JudgeScore, SplitJudge, judge_key
 from personalab.models import d_model, model_id, n_layers, precision_key
 from personalab.options import Pooling, QuestionSplit
-from personalab.prompting import chat_prompt, generate
+from personalab.prompting import chat_prompt, generate, generate_reading_response
 from personalab.traits import Trait
 from personalab.validate import integer, positive_int
 from personalab.vectors import (
@@ -40,6 +40,8 @@ class ContrastiveSet:
 
     Row ``k`` of the pos and neg lists is one *pair*: the same question under
     instruction pair ``instruction[k]``, once eliciting and once suppressing the trait.
+    ``reads_pos``/``reads_neg``, where the generation read them (``read_responses``), hold
+    each answer's ``"response"`` and ``"response_norm"`` activations from that same pass.
     """
 
     trait: str
@@ -52,6 +54,8 @@ class ContrastiveSet:
     scores_pos: list[JudgeScore] = field(default_factory=list)
     scores_neg: list[JudgeScore] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    reads_pos: dict[str, torch.Tensor] | None = None
+    reads_neg: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -79,7 +83,14 @@ class ContrastiveSet:
             self.scores_pos + more.scores_pos,
             self.scores_neg + more.scores_neg,
             settings=settings,
+            reads_pos=_joined(self.reads_pos, more.reads_pos),
+            reads_neg=_joined(self.reads_neg, more.reads_neg),
         )
+
+
+def _joined(a: dict[str, torch.Tensor] | None, b: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Two sets' reads one after the other; None unless both have them."""
+    return None if a is None or b is None else {k: torch.cat([a[k], b[k]]) for k in a}
 
 
 def contrastive_prompts(
@@ -153,6 +164,7 @@ def generate_contrastive_many(
     temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 128,
+    read_responses: bool = False,
 ) -> list[ContrastiveSet]:
     """``generate_contrastive`` for several traits in one ``generate`` call, one set per trait.
 
@@ -160,7 +172,9 @@ def generate_contrastive_many(
     full batch runs more tokens per second than the 40-prompt batch one trait's 20 pairs
     make (``generate``'s docstring has the numbers). Each trait's prompts are the ones
     ``generate_contrastive`` builds; with one trait the call (and its cache entries) is
-    exactly ``generate_contrastive``'s.
+    exactly ``generate_contrastive``'s. ``read_responses=True`` also keeps each answer's
+    activations, read while it was generated (``prompting.generate_reading_response``), in
+    the sets' ``reads_pos``/``reads_neg``: extraction then needs no second pass.
     """
     traits = list(traits)
     if not traits or not all(isinstance(t, Trait) for t in traits):
@@ -179,14 +193,33 @@ def generate_contrastive_many(
     prompts = [p for _, _, p_pos, p_neg in columns for p in p_pos + p_neg]
     kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     desc = f"{traits[0].name} p+/p-" if len(traits) == 1 else f"{len(traits)} traits p+/p-"
-    answers = generate(model, prompts, desc=desc, **kw)  # one call: fuller batches
+    reads: dict[str, torch.Tensor] | None = None
+    if read_responses:
+        answers, reads = generate_reading_response(model, prompts, desc=desc, **kw)  # one call: fuller batches
+    else:
+        answers = generate(model, prompts, desc=desc, **kw)
     settings = {"split": split, "instructions_per_question": instructions_per_question, "skip": skip, **kw}
     sets, start = [], 0
     for trait, (qs, idx, p_pos, p_neg) in zip(traits, columns, strict=True):
         n = len(p_pos)
         a_pos, a_neg = answers[start : start + n], answers[start + n : start + 2 * n]
+        r_pos = None if reads is None else {k: v[start : start + n] for k, v in reads.items()}
+        r_neg = None if reads is None else {k: v[start + n : start + 2 * n] for k, v in reads.items()}
         start += 2 * n
-        sets.append(ContrastiveSet(trait.name, qs, idx, p_pos, p_neg, a_pos, a_neg, settings=dict(settings)))
+        sets.append(
+            ContrastiveSet(
+                trait.name,
+                qs,
+                idx,
+                p_pos,
+                p_neg,
+                a_pos,
+                a_neg,
+                settings=dict(settings),
+                reads_pos=r_pos,
+                reads_neg=r_neg,
+            )
+        )
     return sets
 
 
@@ -270,7 +303,8 @@ def filter_pairs(
 EXTRACTION_VERSION = 11  # bump when the pipeline or the saved meta changes, so cached vectors are rebuilt
 # (7: meta["stability"], the split-half curve; 8: the kept pairs' differences, for label-shuffled nulls;
 # 10: the held-out check splits by prompt, so a sampled round's answers stay with their prompt's;
-# 11: the split-half stability curve does too, and the grouped held-out nulls draw their swaps in drawn order)
+# 11: the split-half stability curve does too, the grouped held-out nulls draw their swaps in drawn order,
+# and response activations are read while the answers are generated)
 # Escalate to all instruction pairs below this many kept pairs: a held-out check needs
 # MIN_HELDOUT_PAIRS distinct pairs in a bootstrap draw, and a draw of n pairs holds about
 # 0.63 n distinct ones, so with fewer than twice that most draws cannot be scored and the
@@ -389,6 +423,7 @@ def extract_persona_vectors(
     if min_kept < 0:
         raise ValueError(f"min_kept must be >= 0 (0: no sampled rounds are needed), got {min_kept}")
     traits = list(traits)
+    gen_kwargs["read_responses"] = pooling == "response"  # the answers' activations from the generating pass
     csets = dict(zip([t.name for t in traits], generate_contrastive_many(model, traits, **gen_kwargs), strict=True))
     may_escalate = "instructions_per_question" not in gen_kwargs
     kept: dict[str, list[int] | ValueError] = {}
@@ -475,8 +510,13 @@ def _vector_from_pairs(
     vector's metadata (layer diagnostics, held-out check, stability curve)."""
     pick = lambda xs: [xs[k] for k in keep]  # noqa: E731
     groups = pick(_prompt_groups(cset))
-    acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
-    acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")
+    if pooling == "response" and cset.reads_pos is not None and cset.reads_neg is not None:
+        acts_pos, acts_neg = ({k: v[keep] for k, v in r.items()} for r in (cset.reads_pos, cset.reads_neg))
+        if not all(bool(torch.isfinite(a["response"]).all()) for a in (acts_pos, acts_neg)):
+            raise ValueError(f"{trait.name}: a kept answer has no tokens to average over")
+    else:
+        acts_pos = answer_activations(model, pick(cset.prompts_pos), pick(cset.answers_pos), desc=f"{trait.name} h+")
+        acts_neg = answer_activations(model, pick(cset.prompts_neg), pick(cset.answers_neg), desc=f"{trait.name} h-")
     vec = mean_difference(acts_pos[pooling], acts_neg[pooling])
     norms = torch.cat([acts_pos["response_norm"], acts_neg["response_norm"]]).mean(0)
     diag = layer_diagnostics(acts_pos[pooling], acts_neg[pooling])

@@ -311,7 +311,9 @@ def generate(
     and 28.0 s in one batch of 200), because a matmul of the model's shapes runs at
     twice the FLOP/s at 256 rows as at 64 (``perf.matmul_gflops``).
     An intervention with a ``select(rows)`` method acts per prompt: it is asked for
-    the intervention of each batch's rows (indices into ``prompts``).
+    the intervention of each batch's rows (indices into ``prompts``). One with
+    ``extra_steps = k`` gets ``k`` more forward steps than ``max_new_tokens``, whose
+    tokens are dropped (``ResponseReader`` reads the last answer token's residual so).
     ``temperature=0`` is greedy; otherwise sampling is seeded per batch with
     ``seed + batch_index``.
     """
@@ -328,7 +330,9 @@ def generate(
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": float(temperature)}
-    lengths = check_context(model, prompts, max_new_tokens)
+    # a reader of the answer's last token needs the step that feeds it; its sample is dropped
+    extra_steps = max((int(getattr(h, "extra_steps", 0)) for h in interventions), default=0)
+    lengths = check_context(model, prompts, max_new_tokens + extra_steps)
     root = writable_cache_root() / "generations"
     answers: list[str] = [""] * len(prompts)
     batches = length_batches(lengths, batch_size)
@@ -353,8 +357,8 @@ def generate(
         if out is None:
             if sampling["do_sample"]:
                 torch.manual_seed(seed + b)
-            new_ids = generate_batch(model, batch, max_new_tokens, sampling, extra)
-            out = model.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+            new_ids = generate_batch(model, batch, max_new_tokens + extra_steps, sampling, extra)
+            out = model.tokenizer.batch_decode(new_ids[:, :max_new_tokens], skip_special_tokens=True)
             if any(not getattr(h, "reads_only", False) for h in hooks) and not any(a.strip() for a in out):
                 warnings.warn(
                     f"every answer in this batch of {len(out)} is empty under {hooks}: the steering "
@@ -457,3 +461,130 @@ def generate_reading_last_token(
     tmp.replace(acts_path)
     atomic_write_json(answers_path, answers)
     return answers, acts
+
+
+class ResponseReader:
+    """Sums every layer's residual stream over each answer's tokens while they are generated,
+    so the pass that generates also gives the answer activations extraction averages
+    (``activations.answer_activations``' ``"response"`` pooling): no second forward pass
+    over prompt + answer.
+
+    Step ``s >= 1`` feeds answer token ``s`` and computes its residual at every layer; the
+    step that feeds the last of ``max_new_tokens`` tokens is one more than generating them
+    takes (``extra_steps``, its sample dropped by ``generate``). Special tokens (the end of
+    an answer, padding) are not summed, nor anything a row feeds after its end, so the sum
+    runs over the tokens its decoded answer is made of. Used through
+    ``generate_reading_response``.
+    """
+
+    reads_only = True  # changes no output
+    prefix = "skip"  # reads answer tokens only (Intervention)
+    extra_steps = 1
+
+    def __init__(self, model, sums: torch.Tensor, norm_sums: torch.Tensor, counts: torch.Tensor, rows=None):
+        self.layers = tuple(range(n_layers(model) + 1))
+        self.sums, self.norm_sums, self.counts = sums, norm_sums, counts
+        self.rows = list(rows) if rows is not None else list(range(sums.shape[0]))
+        tok, config = model.tokenizer, getattr(model._module, "generation_config", None)
+        ends = {tok.eos_token_id, *_ids(getattr(config, "eos_token_id", None))} - {None}
+        self.ends, self.special = torch.tensor(sorted(ends)), torch.tensor(sorted(set(tok.all_special_ids) | ends))
+        self.done = torch.zeros(sums.shape[0], dtype=torch.bool)
+        self._live = torch.zeros(0)
+
+    def cache_key(self) -> None:
+        return None  # it must see the run
+
+    def select(self, rows: Sequence[int]) -> ResponseReader:
+        """The reader for one batch: its rows are indices into the prompts given to ``generate``."""
+        out = object.__new__(ResponseReader)
+        out.__dict__.update(self.__dict__, rows=list(rows))
+        return out
+
+    def on_layer(self, model, layer: int, step: int) -> None:
+        if step == 0:  # the prefill: prompt tokens only
+            if layer == 0:
+                layer_output(model, 0)  # a read per step keeps the open-ended step loop in sync
+            return
+        if layer == 0:
+            fed = model.model.embed_tokens.input[:, -1]  # answer token `step`, or what a finished row feeds
+            live = ~self.done[self.rows] & ~torch.isin(fed, self.special)
+            self.done[self.rows] |= torch.isin(fed, self.ends)
+            self._live = live.float()
+            self.counts[self.rows] += self._live
+        h = layer_output(model, layer)[:, -1].detach().float() * self._live[:, None]
+        self.sums[self.rows, layer] += h
+        self.norm_sums[self.rows, layer] += h.norm(dim=-1)
+
+
+def _ids(x) -> list[int]:
+    return [] if x is None else [x] if isinstance(x, int) else list(x)
+
+
+def generate_reading_response(
+    model,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 128,
+    desc: str = "generating",
+    progress: bool = True,
+) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """``generate``'s answers and, from the same pass (``ResponseReader``), each answer's mean
+    residual stream over its tokens, ``"response"`` ``[n, L+1, d]``, and the mean norm of
+    those tokens, ``"response_norm"`` ``[n, L+1]`` (NaN rows for an empty answer).
+
+    The means are rounded to float16, as they are cached on disk beside the answers (keyed
+    like ``generate``'s batches plus the reader), so a re-run reads the same numbers back.
+    Against a second pass over prompt + answer (``answer_activations``, both in bfloat16
+    autocast), measured by hand at one thread on 80 of chapter 2's prompts: the same answers,
+    per-answer cosine >= 0.9984 at every layer (median 0.99999), the mean difference of the
+    40 pairs at cosine >= 0.99994, norms within 0.7 %; 79 of 80 answers had as many tokens
+    as the re-tokenised text; the pass itself took 12.9 s against 13.6 s for generating.
+    """
+    prompts = text_list(prompts, "prompts")
+    max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+    from safetensors.torch import load_file, save_file
+
+    active = [h.cache_key() for h in active_interventions(model)]  # steering changes answers and reads
+    cacheable = all(k is not None for k in active)
+    settings_ = [max_new_tokens, finite_real(temperature, "temperature"), random_seed(seed), batch_size]
+    key = stable_hash([model_id(model), prompts, settings_, {"bf16": generation_key(model)}, active, "response_v1"])
+    folder = writable_cache_root() / "generations_with_response"
+    answers_path, acts_path = folder / f"{key}.json", folder / f"{key}.safetensors"
+    shape = (len(prompts), n_layers(model) + 1)
+    answers = _read_cached(answers_path, len(prompts)) if cacheable else None
+    if answers is not None and acts_path.is_file():
+        try:
+            saved = load_file(str(acts_path))
+            if saved["response"].shape[:2] == shape and saved["response_norm"].shape == shape:
+                return answers, {"response": saved["response"].float(), "response_norm": saved["response_norm"]}
+        except Exception:  # noqa: BLE001 - an unreadable entry is rebuilt below
+            pass
+    d = int(model.config.hidden_size)
+    sums, norm_sums, counts = torch.zeros(*shape, d), torch.zeros(shape), torch.zeros(len(prompts))
+    answers = generate(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+        interventions=[ResponseReader(model, sums, norm_sums, counts)],
+        desc=desc,
+        progress=progress,
+    )
+    n = counts.clamp_min(1)[:, None]
+    empty = counts == 0
+    response = (sums / n[..., None]).half()
+    response[empty] = float("nan")
+    norms = norm_sums / n
+    norms[empty] = float("nan")
+    if cacheable:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = acts_path.with_suffix(".tmp-safetensors")
+        save_file({"response": response.contiguous(), "response_norm": norms.contiguous()}, str(tmp))
+        tmp.replace(acts_path)
+        atomic_write_json(answers_path, answers)
+    return answers, {"response": response.float(), "response_norm": norms}

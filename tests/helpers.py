@@ -31,8 +31,10 @@ def toy_trait_dict(**changes):
 PLOT_CALL = r"\bplot_\w+\(|plt\.show\(\)|\.figure\b"
 
 
-def count_generate(monkeypatch, module) -> list[list[str]]:
-    """Record the prompts of each ``generate`` call made through ``module`` (the calls still run)."""
+def count_generate(monkeypatch, module, *also) -> list[list[str]]:
+    """Record the prompts of each ``generate`` call made through ``module`` and the modules in
+    ``also`` (the calls still run): extraction generates through its own name for ``generate``
+    and, reading the answers' activations, through ``prompting.generate_reading_response``."""
     calls: list[list[str]] = []
     real = module.generate
 
@@ -40,5 +42,6 @@ def count_generate(monkeypatch, module) -> list[list[str]]:
         calls.append(list(prompts))
         return real(model, prompts, **kw)
 
-    monkeypatch.setattr(module, "generate", counting)
+    for m in (module, *also):
+        monkeypatch.setattr(m, "generate", counting)
     return calls

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from personalab import activations, extraction
+from personalab import activations, extraction, prompting
 from personalab.judges import JudgeScore
 from personalab.prompting import chat_prompt, generate
 from personalab.traits import Trait
@@ -161,6 +161,13 @@ def test_extraction_escalates_to_all_instruction_pairs(tiny, tmp_cache):
         )
 
 
+def _replace_generation(monkeypatch, fn) -> None:
+    """``fn`` in place of ``generate`` for extraction, whether it generates plainly or reading
+    the answers' activations (``prompting.generate_reading_response`` calls ``prompting.generate``)."""
+    monkeypatch.setattr(extraction, "generate", fn)
+    monkeypatch.setattr(prompting, "generate", fn)
+
+
 def test_escalation_keeps_the_pairs_already_asked(tiny, tmp_cache, monkeypatch):
     """The 100-pair setting adds each question's other four instruction pairs to the judged
     first round instead of asking everything again: 3 + 12 pairs, 30 prompts generated in all."""
@@ -172,7 +179,7 @@ def test_escalation_keeps_the_pairs_already_asked(tiny, tmp_cache, monkeypatch):
         asked.extend(prompts)
         return real(model, prompts, **kw)
 
-    monkeypatch.setattr(extraction, "generate", counting)
+    _replace_generation(monkeypatch, counting)
     first = extraction.generate_contrastive(tiny, trait, max_new_tokens=4)
     asked.clear()
     vec = extraction.extract_persona_vector(tiny, trait, FirstCallFailsJudge(), max_new_tokens=4)
@@ -285,7 +292,7 @@ def test_generate_contrastive_many_is_one_call_with_each_traits_prompts(tiny, tm
     """Several traits share one ``generate`` call; each set holds exactly the pairs
     ``generate_contrastive`` builds for its trait, and one trait is that very call."""
     toy, other = _two_traits()
-    calls = count_generate(monkeypatch, extraction)
+    calls = count_generate(monkeypatch, extraction, prompting)
     sets = extraction.generate_contrastive_many(tiny, [toy, other], max_new_tokens=3)
     assert len(calls) == 1 and len(calls[0]) == 2 * 2 * 3
     alone = [extraction.generate_contrastive(tiny, t, max_new_tokens=3) for t in (toy, other)]
@@ -306,7 +313,7 @@ def test_extract_persona_vectors_escalates_every_short_trait_in_one_call(tiny, t
     vector is what the one-trait method gives (the first trait's first round fails the
     filter, so it keeps 12 of 15 pairs; the second keeps all 15)."""
     toy, other = _two_traits()
-    calls = count_generate(monkeypatch, extraction)
+    calls = count_generate(monkeypatch, extraction, prompting)
     vecs = extraction.extract_persona_vectors(tiny, [toy, other], FirstCallFailsJudge(), max_new_tokens=4)
     assert [len(c) for c in calls] == [2 * 2 * 3, 2 * 2 * 12]
     assert [vecs[n].meta["n_kept"] for n in ("toy", "other")] == [12, 15]
@@ -340,7 +347,7 @@ def test_persona_vectors_caches_where_persona_vector_looks(tiny, tmp_cache, monk
     def no_generation(*args, **kwargs):
         raise AssertionError("a cached vector was generated again")
 
-    monkeypatch.setattr(extraction, "generate", no_generation)
+    _replace_generation(monkeypatch, no_generation)
     again = extraction.persona_vector(tiny, other, judge, max_new_tokens=4, escalate_below=2)
     torch.testing.assert_close(again.vectors, vecs["other"].vectors)
     both = extraction.persona_vectors(tiny, [other, toy], judge, max_new_tokens=4, escalate_below=2)
@@ -405,7 +412,7 @@ class AlternatingJudge:
 def test_trait_effect_sizes_share_one_generation(tiny, tmp_cache, monkeypatch):
     """Cohen's d of p+ vs p- per trait, both traits' evaluation pairs answered in one call."""
     toy, other = _two_traits()
-    calls = count_generate(monkeypatch, extraction)
+    calls = count_generate(monkeypatch, extraction, prompting)
     out = extraction.trait_effect_sizes(tiny, iter([toy, other]), AlternatingJudge(), max_new_tokens=3)
     assert [len(c) for c in calls] == [2 * 2 * 2]  # 2 evaluation questions per trait, p+ and p-
     for name in ("toy", "other"):
@@ -428,7 +435,7 @@ def test_sampled_rounds_add_pairs_until_the_bar(tiny, tmp_cache, monkeypatch):
         temps.append((kw.get("temperature"), kw.get("seed")))
         return real(model, prompts, **kw)
 
-    monkeypatch.setattr(extraction, "generate", spy)
+    _replace_generation(monkeypatch, spy)
     vec = extraction.extract_persona_vector(
         tiny, trait, ScriptedJudge(), max_new_tokens=4, min_kept=20, sampled_rounds=3
     )
@@ -470,3 +477,28 @@ def test_the_profile_sets_the_sampled_rounds_and_the_cache_entry(tiny, tmp_cache
     assert extraction._vector_path(tiny, trait, judge, {"sampled_rounds": 3}) == full
     ci = extraction._vector_path(tiny, trait, judge, {})
     assert extraction._vector_path(tiny, trait, judge, {"sampled_rounds": None}) == ci  # None: the profile's default
+
+
+def test_extraction_reads_the_answers_activations_from_the_generating_pass(tiny, tmp_cache, monkeypatch):
+    """Response pooling needs no second pass over prompt + answer: the vector is the mean
+    difference of the kept pairs' activations read while their answers were generated
+    (``generate_reading_response``, proved against forward hooks in test_nnsight_idioms);
+    other poolings still run the pass."""
+    trait = Trait.from_dict(toy_trait_dict())
+    passes = []
+    real = extraction.answer_activations
+    monkeypatch.setattr(extraction, "answer_activations", lambda *a, **k: passes.append(a[1]) or real(*a, **k))
+    vec = extraction.extract_persona_vector(tiny, trait, ScriptedJudge(), max_new_tokens=4, escalate_below=2)
+    assert passes == [] and vec.meta["n_kept"] == 3
+    cset = extraction.generate_contrastive(tiny, trait, max_new_tokens=4)
+    answers, reads = prompting.generate_reading_response(
+        tiny, cset.prompts_pos + cset.prompts_neg, max_new_tokens=4, desc="toy p+/p-"
+    )
+    assert answers == cset.answers_pos + cset.answers_neg  # the plain generation's answers
+    torch.testing.assert_close(vec.vectors, reads["response"][:3].mean(0) - reads["response"][3:].mean(0))
+    norms = torch.cat([reads["response_norm"][:3], reads["response_norm"][3:]]).mean(0)
+    assert vec.meta["residual_norm"] == [round(x, 4) for x in norms.tolist()]
+    extraction.extract_persona_vector(
+        tiny, trait, ScriptedJudge(), max_new_tokens=4, escalate_below=2, pooling="prompt"
+    )
+    assert len(passes) == 2  # h+ and h-

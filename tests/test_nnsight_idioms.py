@@ -330,3 +330,49 @@ def test_reading_the_prefill_during_generation_matches_hooks(tiny, tmp_cache, mo
     torch.testing.assert_close(steered, torch.stack([h[:, -1] for h in seen], dim=1), atol=ATOL, rtol=0)
     assert not torch.allclose(steered[:, 3], acts[:, 3])  # layers after the steered one moved
     assert torch.equal(generate_reading_last_token(tiny, texts, max_new_tokens=5)[1], acts)  # not the steered entry
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")
+def test_reading_the_answers_during_generation_matches_hooks(tiny, tmp_cache, monkeypatch):
+    """generate_reading_response: the answers are generate()'s, and each answer's mean residual
+    stream over its tokens (and their mean norm) is what forward hooks see when the model reads
+    the prompt followed by those tokens, for answers cut at max_new_tokens (the extra step reads
+    their last token) and answers that end early (nothing after the end is summed)."""
+    from personalab.prompting import chat_prompt, generate, generate_batch, generate_reading_response
+
+    monkeypatch.setenv("PERSONALAB_BF16_GENERATION", "0")  # float32: only the float16 rounding of the means differs
+    hf, tok = tiny._module, tiny.tokenizer
+    eos = tok.eos_token_id
+    # an end-of-answer logit high enough that sampled answers end at different steps
+    bias = hf.lm_head.register_forward_hook(
+        lambda m, i, o: o + 2.0 * torch.nn.functional.one_hot(torch.tensor(eos), o.shape[-1])
+    )
+    texts = [chat_prompt(tok, "Why is the sky blue?", "Be brief.")] * 6  # one batch, any row order the same
+    try:
+        answers, reads = generate_reading_response(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0)
+        assert answers == generate(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0, cache=False)
+        torch.manual_seed(0)  # generate's seed for batch 0
+        ids = generate_batch(tiny, texts, 6, {"do_sample": True, "temperature": 1.0})[:, :5]
+    finally:
+        bias.remove()
+    lengths = [next((k for k, t in enumerate(row) if t == eos), 5) for row in ids.tolist()]
+    assert min(lengths) < 5 and max(lengths) == 5, lengths  # both kinds of answer are here
+    modules = [hf.model.embed_tokens, *hf.model.layers]
+    for row, n in enumerate(lengths):
+        prompt = tok(texts[row], return_tensors="pt")["input_ids"]
+        seen: list[torch.Tensor] = []
+        record = seen.append
+        handles = [
+            m.register_forward_hook(lambda mod, i, o, record=record: record(_out(o)[0].detach())) for m in modules
+        ]
+        try:
+            with torch.no_grad():
+                hf(input_ids=torch.cat([prompt, ids[row : row + 1, :n]], dim=1))
+        finally:
+            for h in handles:
+                h.remove()
+        answer = torch.stack([h[prompt.shape[1] :] for h in seen])  # [L+1, n, d]
+        torch.testing.assert_close(reads["response"][row], answer.mean(1), atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(reads["response_norm"][row], answer.norm(dim=-1).mean(1), atol=1e-4, rtol=1e-4)
+    again = generate_reading_response(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0)  # from the cache
+    assert torch.equal(again[1]["response"].nan_to_num(), reads["response"].nan_to_num())
