@@ -663,7 +663,7 @@ def measure(
             "max_new_tokens": max_new_tokens,
             "steering": [h.cache_key() for h in hooks],
             "precision": precision_key(model),
-            "version": 3,
+            "version": 4,  # 4: both readings from the generating pass
         }
     )
     path = writable_cache_root() / "measure" / f"{key}.json"
@@ -688,16 +688,21 @@ def measure(
 def _measure(model, trait, vector, judge, layer, questions, max_new_tokens) -> dict:
     from personalab.activations import answer_activations
     from personalab.judges import repetition_rate
-    from personalab.prompting import generate
+    from personalab.prompting import generate_reading_response
     from personalab.vectors import project
 
     prompts = [chat_prompt(model.tokenizer, q) for q in questions]
-    answers = generate(model, prompts, max_new_tokens=max_new_tokens, desc=f"{trait.name} answers")
+    # the generating pass gives both readings at `layer`: the prefill's last prompt token and
+    # the mean over the answer's tokens (no second pass over prompt + answer)
+    answers, reads = generate_reading_response(
+        model, prompts, layers=[layer], last_prompt=True, max_new_tokens=max_new_tokens, desc=f"{trait.name} answers"
+    )
     scores = judge.score(trait, questions, answers)
-    # one pass over prompt + answer gives both readings: a causal model's state at the last
-    # prompt token does not depend on the answer that follows it
-    acts = answer_activations(model, prompts, [a if a.strip() else " ." for a in answers], upto=layer)
-    at_prompt, over_answer = acts["last_prompt"][:, layer].float(), acts["response"][:, layer].float()
+    at_prompt, over_answer = reads["last_prompt"][:, 0], reads["response"][:, 0]
+    empty = [i for i in range(len(answers)) if over_answer[i].isnan().any()]
+    if empty:  # an answer with no tokens: read as the answer " ." (as before the reads), so every row counts
+        acts = answer_activations(model, [prompts[i] for i in empty], [" ."] * len(empty), upto=layer)
+        over_answer[empty] = acts["response"][:, layer].float()
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {
         "trait": mean([s.trait for s in scores if s.trait is not None]),

@@ -23,6 +23,7 @@ from personalab._io import atomic_write_json, read_json, stable_hash
 from personalab.config import settings
 from personalab.models import (
     check_context,
+    check_layer,
     generation_key,
     generation_precision,
     layer_output,
@@ -464,8 +465,8 @@ def generate_reading_last_token(
 
 
 class ResponseReader:
-    """Sums every layer's residual stream over each answer's tokens while they are generated,
-    so the pass that generates also gives the answer activations extraction averages
+    """Sums the residual stream over each answer's tokens while they are generated, so the
+    pass that generates also gives the answer activations extraction averages
     (``activations.answer_activations``' ``"response"`` pooling): no second forward pass
     over prompt + answer.
 
@@ -473,22 +474,35 @@ class ResponseReader:
     step that feeds the last of ``max_new_tokens`` tokens is one more than generating them
     takes (``extra_steps``, its sample dropped by ``generate``). Special tokens (the end of
     an answer, padding) are not summed, nor anything a row feeds after its end, so the sum
-    runs over the tokens its decoded answer is made of. Used through
-    ``generate_reading_response``.
+    runs over the tokens its decoded answer is made of. ``read`` names the layers summed
+    (column ``c`` of ``sums`` is layer ``read[c]``; default every layer); with ``last_prompt``
+    (``[n, len(read), d]``) the prefill also gives each prompt's last token at those layers,
+    as ``LastTokenReader`` does. Used through ``generate_reading_response``.
     """
 
     reads_only = True  # changes no output
-    prefix = "skip"  # reads answer tokens only (Intervention)
+    prefix = "skip"  # reads the prompt's last position and the answer's tokens only (Intervention)
     extra_steps = 1
 
-    def __init__(self, model, sums: torch.Tensor, norm_sums: torch.Tensor, counts: torch.Tensor, rows=None):
-        self.layers = tuple(range(n_layers(model) + 1))
-        self.sums, self.norm_sums, self.counts = sums, norm_sums, counts
-        self.rows = list(rows) if rows is not None else list(range(sums.shape[0]))
+    def __init__(
+        self,
+        model,
+        sums: torch.Tensor,
+        norm_sums: torch.Tensor,
+        counts: torch.Tensor,
+        *,
+        read: Sequence[int] | None = None,
+        last_prompt: torch.Tensor | None = None,
+    ):
+        self.read = tuple(range(n_layers(model) + 1)) if read is None else tuple(read)
+        self.column = {layer: c for c, layer in enumerate(self.read)}
+        self.layers = tuple(sorted({0, *self.read}))  # layer 0 (the embedding) gives each step's fed token
+        self.sums, self.norm_sums, self.counts, self.last_prompt = sums, norm_sums, counts, last_prompt
+        self.rows = list(range(sums.shape[0]))
         tok, config = model.tokenizer, getattr(model._module, "generation_config", None)
         ends = {tok.eos_token_id, *_ids(getattr(config, "eos_token_id", None))} - {None}
         self.ends, self.special = torch.tensor(sorted(ends)), torch.tensor(sorted(set(tok.all_special_ids) | ends))
-        self.done = torch.zeros(sums.shape[0], dtype=torch.bool)
+        self.done = torch.zeros(sums.shape[0], dtype=torch.bool)  # rows whose answer has ended
         self._live = torch.zeros(0)
 
     def cache_key(self) -> None:
@@ -502,8 +516,10 @@ class ResponseReader:
 
     def on_layer(self, model, layer: int, step: int) -> None:
         if step == 0:  # the prefill: prompt tokens only
-            if layer == 0:
-                layer_output(model, 0)  # a read per step keeps the open-ended step loop in sync
+            if layer == 0 or self.last_prompt is not None:  # a read per step keeps the step loop in sync
+                h = layer_output(model, layer)
+                if self.last_prompt is not None and layer in self.column:
+                    self.last_prompt[self.rows, self.column[layer]] = h[:, -1].detach().float()
             return
         if layer == 0:
             fed = model.model.embed_tokens.input[:, -1]  # answer token `step`, or what a finished row feeds
@@ -511,9 +527,10 @@ class ResponseReader:
             self.done[self.rows] |= torch.isin(fed, self.ends)
             self._live = live.float()
             self.counts[self.rows] += self._live
-        h = layer_output(model, layer)[:, -1].detach().float() * self._live[:, None]
-        self.sums[self.rows, layer] += h
-        self.norm_sums[self.rows, layer] += h.norm(dim=-1)
+        if layer in self.column:
+            h = layer_output(model, layer)[:, -1].detach().float() * self._live[:, None]
+            self.sums[self.rows, self.column[layer]] += h
+            self.norm_sums[self.rows, self.column[layer]] += h.norm(dim=-1)
 
 
 def _ids(x) -> list[int]:
@@ -524,6 +541,8 @@ def generate_reading_response(
     model,
     prompts: Sequence[str],
     *,
+    layers: Sequence[int] | None = None,
+    last_prompt: bool = False,
     max_new_tokens: int = 48,
     temperature: float = 0.0,
     seed: int = 0,
@@ -532,11 +551,14 @@ def generate_reading_response(
     progress: bool = True,
 ) -> tuple[list[str], dict[str, torch.Tensor]]:
     """``generate``'s answers and, from the same pass (``ResponseReader``), each answer's mean
-    residual stream over its tokens, ``"response"`` ``[n, L+1, d]``, and the mean norm of
-    those tokens, ``"response_norm"`` ``[n, L+1]`` (NaN rows for an empty answer).
+    residual stream over its tokens, ``"response"`` ``[n, len(layers), d]`` (default: every
+    layer, ``L+1``), and the mean norm of those tokens, ``"response_norm"`` ``[n, len(layers)]``
+    (NaN rows for an empty answer); with ``last_prompt=True`` also ``"last_prompt"``, each
+    prompt's last token at those layers (what ``answer_activations``' ``"last_prompt"`` gives).
 
-    The means are rounded to float16, as they are cached on disk beside the answers (keyed
-    like ``generate``'s batches plus the reader), so a re-run reads the same numbers back.
+    The answer means are rounded to float16, as they are cached on disk beside the answers
+    (keyed like ``generate``'s batches plus the reader), so a re-run reads the same numbers
+    back; the last prompt token is kept in float32.
     Against a second pass over prompt + answer (``answer_activations``, both in bfloat16
     autocast), measured by hand at one thread on 80 of chapter 2's prompts: the same answers,
     per-answer cosine >= 0.9984 at every layer (median 0.99999), the mean difference of the
@@ -545,25 +567,32 @@ def generate_reading_response(
     """
     prompts = text_list(prompts, "prompts")
     max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+    read = list(range(n_layers(model) + 1)) if layers is None else [check_layer(model, x) for x in layers]
+    if not read or len(set(read)) != len(read):
+        raise ValueError(f"layers must be distinct layer numbers, at least one, got {layers!r}")
     from safetensors.torch import load_file, save_file
 
     active = [h.cache_key() for h in active_interventions(model)]  # steering changes answers and reads
     cacheable = all(k is not None for k in active)
     settings_ = [max_new_tokens, finite_real(temperature, "temperature"), random_seed(seed), batch_size]
-    key = stable_hash([model_id(model), prompts, settings_, {"bf16": generation_key(model)}, active, "response_v1"])
+    reading = [read, bool(last_prompt), "response_v1"]
+    key = stable_hash([model_id(model), prompts, settings_, {"bf16": generation_key(model)}, active, reading])
     folder = writable_cache_root() / "generations_with_response"
     answers_path, acts_path = folder / f"{key}.json", folder / f"{key}.safetensors"
-    shape = (len(prompts), n_layers(model) + 1)
+    shape = (len(prompts), len(read))
+    names = ("response", "response_norm", *(("last_prompt",) if last_prompt else ()))
     answers = _read_cached(answers_path, len(prompts)) if cacheable else None
     if answers is not None and acts_path.is_file():
         try:
             saved = load_file(str(acts_path))
-            if saved["response"].shape[:2] == shape and saved["response_norm"].shape == shape:
-                return answers, {"response": saved["response"].float(), "response_norm": saved["response_norm"]}
+            if all(saved[k].shape[:2] == shape for k in names):
+                return answers, {k: saved[k].float() for k in names}
         except Exception:  # noqa: BLE001 - an unreadable entry is rebuilt below
             pass
     d = int(model.config.hidden_size)
     sums, norm_sums, counts = torch.zeros(*shape, d), torch.zeros(shape), torch.zeros(len(prompts))
+    last = torch.full((*shape, d), float("nan")) if last_prompt else None
+    reader = ResponseReader(model, sums, norm_sums, counts, read=read, last_prompt=last)
     answers = generate(
         model,
         prompts,
@@ -571,20 +600,23 @@ def generate_reading_response(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
-        interventions=[ResponseReader(model, sums, norm_sums, counts)],
+        interventions=[reader],
         desc=desc,
         progress=progress,
     )
     n = counts.clamp_min(1)[:, None]
     empty = counts == 0
-    response = (sums / n[..., None]).half()
-    response[empty] = float("nan")
-    norms = norm_sums / n
-    norms[empty] = float("nan")
+    out = {"response": (sums / n[..., None]).half(), "response_norm": norm_sums / n}
+    out["response"][empty] = float("nan")
+    out["response_norm"][empty] = float("nan")
+    if last is not None:
+        if torch.isnan(last).any():
+            raise RuntimeError("the generation pass did not reach every layer read at the last prompt token")
+        out["last_prompt"] = last  # one row per prompt: kept in float32
     if cacheable:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = acts_path.with_suffix(".tmp-safetensors")
-        save_file({"response": response.contiguous(), "response_norm": norms.contiguous()}, str(tmp))
+        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))
         tmp.replace(acts_path)
         atomic_write_json(answers_path, answers)
-    return answers, {"response": response.float(), "response_norm": norms}
+    return answers, {k: v.float() for k, v in out.items()}

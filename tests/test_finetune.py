@@ -355,6 +355,44 @@ def test_activation_differences_project_to_projection_differences(tiny, tmp_cach
     )
 
 
+def test_answer_means_reads_each_question_and_answer_once_per_model_weights(tiny, monkeypatch):
+    """Rows already read (same model weights) come back without a pass; new rows, deeper layers
+    and weights changed in place are read again, and every result equals a fresh pass."""
+    from personalab import datafilter
+
+    passes = []
+    real = datafilter.answer_activations
+
+    def counting(model, prompts, answers, **kw):
+        passes.append(len(prompts))
+        return real(model, prompts, answers, **kw)
+
+    monkeypatch.setattr(datafilter, "answer_activations", counting)
+    answers = ["Yes.", "No way.", "Yes."]
+    examples = [EXAMPLES[0], EXAMPLES[1], EXAMPLES[0]]  # rows 0 and 2: one question, one answer
+    first = datafilter.answer_means(tiny, examples, answers, [2])
+    assert passes == [2]  # two distinct rows
+    again = datafilter.answer_means(tiny, examples[:2], answers[:2], [1, 2])  # layer 1 was read on the way to 2
+    assert passes == [2] and torch.equal(again[2], first[2][:2])
+    torch.testing.assert_close(first[2][2], first[2][0])
+    datafilter.answer_means(tiny, examples, answers, [3])  # deeper: read again
+    assert passes == [2, 2]
+    weight = tiny._module.model.layers[0].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(1.5)  # edited in place
+    try:
+        edited = datafilter.answer_means(tiny, examples[:1], answers[:1], [2])
+        assert passes == [2, 2, 1] and not torch.allclose(edited[2][0], first[2][0])
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    monkeypatch.setattr(datafilter, "answer_activations", real)
+    datafilter._MEANS.clear()
+    fresh = datafilter.answer_means(tiny, examples, answers, [2])
+    torch.testing.assert_close(fresh[2], first[2])
+
+
 def test_shift_null_credits_a_direction_that_carries_the_shift():
     from personalab.finetune import shift_null
 

@@ -350,6 +350,7 @@ def test_reading_the_answers_during_generation_matches_hooks(tiny, tmp_cache, mo
     texts = [chat_prompt(tok, "Why is the sky blue?", "Be brief.")] * 6  # one batch, any row order the same
     try:
         answers, reads = generate_reading_response(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0)
+        _, one = generate_reading_response(tiny, texts, layers=[2], last_prompt=True, max_new_tokens=5, temperature=1.0)
         assert answers == generate(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0, cache=False)
         torch.manual_seed(0)  # generate's seed for batch 0
         ids = generate_batch(tiny, texts, 6, {"do_sample": True, "temperature": 1.0})[:, :5]
@@ -374,5 +375,8 @@ def test_reading_the_answers_during_generation_matches_hooks(tiny, tmp_cache, mo
         answer = torch.stack([h[prompt.shape[1] :] for h in seen])  # [L+1, n, d]
         torch.testing.assert_close(reads["response"][row], answer.mean(1), atol=2e-3, rtol=2e-3)
         torch.testing.assert_close(reads["response_norm"][row], answer.norm(dim=-1).mean(1), atol=1e-4, rtol=1e-4)
+        # one layer, and the prefill's last prompt token there (what measure() reads)
+        torch.testing.assert_close(one["response"][row, 0], reads["response"][row, 2])
+        torch.testing.assert_close(one["last_prompt"][row, 0], seen[2][prompt.shape[1] - 1], atol=2e-3, rtol=2e-3)
     again = generate_reading_response(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0)  # from the cache
     assert torch.equal(again[1]["response"].nan_to_num(), reads["response"].nan_to_num())
