@@ -95,10 +95,13 @@ def apply_interventions(model, hooks: Sequence[Intervention], step: int) -> None
 
     nnsight requires modules to be touched in the order the model runs them, so the
     hooks are interleaved by layer; at one layer they run in list order (steering
-    first, then anything that reads the steered value).
+    first, then anything that reads the steered value), except that a hook that reads a
+    module's *input* there (``reads_input``, ``ResponseReader`` at layer 0) goes first: an
+    input comes before the output another hook may already have touched.
     """
+    ordered = sorted(hooks, key=lambda h: not getattr(h, "reads_input", False))  # stable: list order otherwise
     for layer in sorted({lay for h in hooks for lay in h.layers}):
-        for h in hooks:
+        for h in ordered:
             if layer in h.layers:
                 h.on_layer(model, layer, step)
 
@@ -483,6 +486,7 @@ class ResponseReader:
     reads_only = True  # changes no output
     prefix = "skip"  # reads the prompt's last position and the answer's tokens only (Intervention)
     extra_steps = 1
+    reads_input = True  # the embedding's input (the fed token): before any hook touches its output
 
     def __init__(
         self,

@@ -380,3 +380,29 @@ def test_reading_the_answers_during_generation_matches_hooks(tiny, tmp_cache, mo
         torch.testing.assert_close(one["last_prompt"][row, 0], seen[2][prompt.shape[1] - 1], atol=2e-3, rtol=2e-3)
     again = generate_reading_response(tiny, texts, max_new_tokens=5, temperature=1.0, seed=0)  # from the cache
     assert torch.equal(again[1]["response"].nan_to_num(), reads["response"].nan_to_num())
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")
+def test_both_readers_in_one_generation_read_what_each_reads_alone(tiny, tmp_cache):
+    """A ResponseReader reads the embedding's input, which must come before any other hook
+    touches that module's output: apply_interventions puts it first at that layer, so a
+    LastTokenReader listed before it reads the same prefill and it sums the same answers."""
+    from personalab.models import n_layers
+    from personalab.prompting import LastTokenReader, ResponseReader, chat_prompt, generate
+
+    texts = [chat_prompt(tiny.tokenizer, q) for q in ("Hi?", "Why is the sky blue today?")]
+    L, d = n_layers(tiny), tiny.config.hidden_size
+
+    def readers():
+        sums, norms, counts = torch.zeros(2, L + 1, d), torch.zeros(2, L + 1), torch.zeros(2)
+        return LastTokenReader(L, torch.full((2, L + 1, d), float("nan"))), ResponseReader(tiny, sums, norms, counts)
+
+    last, resp = readers()
+    together = generate(tiny, texts, max_new_tokens=4, interventions=[last, resp], cache=False)
+    last_alone, _ = readers()
+    _, resp_alone = readers()
+    assert generate(tiny, texts, max_new_tokens=4, interventions=[last_alone], cache=False) == together
+    assert generate(tiny, texts, max_new_tokens=4, interventions=[resp_alone], cache=False) == together
+    torch.testing.assert_close(last.out, last_alone.out)
+    torch.testing.assert_close(resp.sums, resp_alone.sums)
+    assert torch.equal(resp.counts, resp_alone.counts) and resp.counts.min() > 0
