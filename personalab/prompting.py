@@ -96,8 +96,10 @@ def apply_interventions(model, hooks: Sequence[Intervention], step: int) -> None
     nnsight requires modules to be touched in the order the model runs them, so the
     hooks are interleaved by layer; at one layer they run in list order (steering
     first, then anything that reads the steered value), except that a hook that reads a
-    module's *input* there (``reads_input``, ``ResponseReader`` at layer 0) goes first: an
-    input comes before the output another hook may already have touched.
+    module's *input* (``reads_input``: ``ResponseReader``, at layer 0) goes first at every
+    layer: an input comes before the output another hook may already have touched. So at a
+    steered layer such a reader sees the value before the steering's edit (what a pass
+    without the steering reads there), and at the layers above it the steered pass's values.
     """
     ordered = sorted(hooks, key=lambda h: not getattr(h, "reads_input", False))  # stable: list order otherwise
     for layer in sorted({lay for h in hooks for lay in h.layers}):
@@ -480,7 +482,10 @@ class ResponseReader:
     runs over the tokens its decoded answer is made of. ``read`` names the layers summed
     (column ``c`` of ``sums`` is layer ``read[c]``; default every layer); with ``last_prompt``
     (``[n, len(read), d]``) the prefill also gives each prompt's last token at those layers,
-    as ``LastTokenReader`` does. Used through ``generate_reading_response``.
+    as ``LastTokenReader`` does. Under ``steer`` it runs before the steering at each layer
+    (``apply_interventions``): at the steered layer it reads the model's own value before the
+    push (what ``answer_activations``, which never steers, reads there for the same tokens),
+    above it the pushed pass's values. Used through ``generate_reading_response``.
     """
 
     reads_only = True  # changes no output

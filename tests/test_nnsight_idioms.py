@@ -406,3 +406,23 @@ def test_both_readers_in_one_generation_read_what_each_reads_alone(tiny, tmp_cac
     torch.testing.assert_close(last.out, last_alone.out)
     torch.testing.assert_close(resp.sums, resp_alone.sums)
     assert torch.equal(resp.counts, resp_alone.counts) and resp.counts.min() > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*was never reached")
+def test_the_answer_reader_reads_a_steered_layer_before_the_push(tiny, tmp_cache):
+    """Under steer at layer 2 the reader runs first there: its layer-2 reads of the prompt's last
+    token equal an unsteered pass's (the prompt is the same), its layer-3 reads carry the push."""
+    from personalab.prompting import chat_prompt, generate_reading_response
+    from personalab.steering import steer
+
+    texts = [chat_prompt(tiny.tokenizer, q) for q in ("Hi?", "Why is the sky blue today?")]
+    _, plain = generate_reading_response(tiny, texts, layers=[2, 3], last_prompt=True, max_new_tokens=3)
+    torch.manual_seed(3)
+    from personalab.vectors import PersonaVector
+
+    meta = dict(model_id="tiny-llama-4x64-seed0", n_layers=4, d_model=64, trait="toy", method="test")
+    vec = PersonaVector(torch.randn(5, 64), meta | {"residual_norm": [2.0] * 5})
+    with steer(tiny, vec, 2, 3.0):
+        _, pushed = generate_reading_response(tiny, texts, layers=[2, 3], last_prompt=True, max_new_tokens=3)
+    torch.testing.assert_close(pushed["last_prompt"][:, 0], plain["last_prompt"][:, 0])
+    assert not torch.allclose(pushed["last_prompt"][:, 1], plain["last_prompt"][:, 1])
