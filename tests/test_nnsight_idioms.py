@@ -426,3 +426,14 @@ def test_the_answer_reader_reads_a_steered_layer_before_the_push(tiny, tmp_cache
         _, pushed = generate_reading_response(tiny, texts, layers=[2, 3], last_prompt=True, max_new_tokens=3)
     torch.testing.assert_close(pushed["last_prompt"][:, 0], plain["last_prompt"][:, 0])
     assert not torch.allclose(pushed["last_prompt"][:, 1], plain["last_prompt"][:, 1])
+
+
+def test_reading_the_answers_refuses_bad_layers(tiny, tmp_cache):
+    from personalab.prompting import chat_prompt, generate_reading_response
+
+    texts = [chat_prompt(tiny.tokenizer, "Hi?")]
+    for bad in ([], [1, 1]):
+        with pytest.raises(ValueError, match="distinct layer numbers"):
+            generate_reading_response(tiny, texts, layers=bad, max_new_tokens=2)
+    with pytest.raises(IndexError, match="out of range"):  # models.check_layer's error
+        generate_reading_response(tiny, texts, layers=[99], max_new_tokens=2)
